@@ -1,0 +1,69 @@
+"""DDL of the directory read model (one SQLite file per node, rebuilt from the log).
+
+``resource`` holds the stored SCIM attributes as JSON (no id, meta or schemas; for
+groups, no members). The other columns copy the attributes the hot queries need, so
+those queries use an index instead of JSON functions.
+Timestamps are UTC text of fixed width (``2025-01-07T10:00:00.000000Z``) and sort
+as they compare.
+"""
+
+DDL = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    user_name TEXT NOT NULL COLLATE NOCASE,
+    external_id TEXT,
+    display_name TEXT COLLATE NOCASE,
+    active INTEGER NOT NULL,
+    work_email TEXT COLLATE NOCASE,
+    created TEXT NOT NULL,
+    last_modified TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    resource TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_tenant_user_name ON users (tenant, user_name);
+CREATE INDEX IF NOT EXISTS users_tenant_external_id ON users (tenant, external_id);
+CREATE INDEX IF NOT EXISTS users_tenant_work_email ON users (tenant, work_email);
+CREATE INDEX IF NOT EXISTS users_tenant_created ON users (tenant, created, id);
+
+CREATE TABLE IF NOT EXISTS groups (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    display_name TEXT NOT NULL COLLATE NOCASE,
+    external_id TEXT,
+    created TEXT NOT NULL,
+    last_modified TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    member_count INTEGER NOT NULL DEFAULT 0,
+    resource TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS groups_tenant_display_name ON groups (tenant, display_name);
+CREATE INDEX IF NOT EXISTS groups_tenant_external_id ON groups (tenant, external_id);
+CREATE INDEX IF NOT EXISTS groups_tenant_created ON groups (tenant, created, id);
+
+-- member_type is 'User' or 'Group' (Entra adds nested groups as plain members).
+CREATE TABLE IF NOT EXISTS memberships (
+    group_id TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    member_type TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_member ON memberships (member_id, group_id);
+
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    label TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT,
+    revoked TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_secret_hash ON tokens (secret_hash);
+
+CREATE TABLE IF NOT EXISTS position (
+    name TEXT PRIMARY KEY,
+    notification_id INTEGER NOT NULL
+);
+"""
