@@ -1,0 +1,366 @@
+"""The directory: the queryable read model of users, groups, memberships and tokens.
+
+Built from the event log by ``catch_up()``, which applies new events and moves the
+tracked position in one SQLite transaction (``BEGIN IMMEDIATE``: when several worker
+processes share the file, one applies and the others then find nothing left to do).
+Callers catch up before every read and after every write, which gives read-your-writes.
+Deleting the file loses nothing: the next catch-up rebuilds it from the start of the log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Callable, Iterator
+
+import orjson
+
+from domain.model import Group, Token, User, apply_changes
+from domain.service import StaleRead
+from projections.directory_schema import DDL
+
+PAGE = 1000
+POSITION_NAME = "ledger"
+
+
+def utc_text(moment: datetime) -> str:
+    """The fixed-width UTC form all timestamps are stored in (sorts as it compares)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # The read model can always be rebuilt from the log, so it need not fsync every commit.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class Directory:
+    """Implements ``domain.service.DirectoryFacts`` and the queries the HTTP layer needs."""
+
+    def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict]):
+        self.path = Path(path)
+        self.recorder = recorder  # the event store's ApplicationRecorder
+        self.decode = decode
+        self._local = threading.local()
+        self._catch_up_lock = threading.Lock()  # one catching-up thread per process
+        self.conn.executescript(DDL)
+        handlers = {
+            User.Provisioned: self._user_provisioned,
+            User.AttributesChanged: self._user_attributes_changed,
+            User.Deactivated: self._user_deactivated,
+            User.Reactivated: self._user_reactivated,
+            User.Deprovisioned: self._user_deprovisioned,
+            Group.Created: self._group_created,
+            Group.Renamed: self._group_changed,
+            Group.AttributesChanged: self._group_changed,
+            Group.MembersAdded: self._members_added,
+            Group.MembersRemoved: self._members_removed,
+            Group.Deleted: self._group_deleted,
+            Token.Issued: self._token_issued,
+            Token.Revoked: self._token_revoked,
+        }
+        self._by_topic = {_topic(cls): handler for cls, handler in handlers.items()}
+        self.topics = tuple(self._by_topic)
+
+    # -- connections ---------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection, immediate: bool):
+            self.conn, self.immediate = conn, immediate
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+            return self.conn
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _transaction(self, immediate: bool = False) -> _Tx:
+        return Directory._Tx(self.conn, immediate)
+
+    # -- catching up ---------------------------------------------------------------
+
+    def position(self) -> int:
+        row = self.conn.execute("SELECT notification_id FROM position WHERE name = ?", (POSITION_NAME,)).fetchone()
+        return row[0] if row else 0
+
+    def catch_up(self, until: int | None = None) -> int:
+        """Apply every event recorded after our position; returns the new position.
+
+        ``until`` is a position the caller knows exists (its own write): nothing to do
+        when we are already there, which saves asking the event store for its head.
+        """
+        if until is not None and self.position() >= until:
+            return self.position()
+        head = self.recorder.max_notification_id() or 0
+        if self.position() >= head:
+            return self.position()
+        with self._catch_up_lock:
+            while True:
+                with self._transaction(immediate=True) as conn:
+                    start = self.position()
+                    notifications = self.recorder.select_notifications(
+                        start=start + 1, limit=PAGE, topics=self.topics
+                    )
+                    for notification in notifications:
+                        state = self.decode(notification.state)
+                        self._by_topic[notification.topic](
+                            conn, str(notification.originator_id), notification.originator_version, state
+                        )
+                    full_page = len(notifications) == PAGE
+                    # Topic filtering skips ids (other aggregates' events). A short page
+                    # holds every event of ours up to now, so we have reached the head.
+                    reached = notifications[-1].id if full_page else max(start, head, *(n.id for n in notifications[-1:]))
+                    if reached > start:
+                        conn.execute(
+                            "INSERT INTO position (name, notification_id) VALUES (?, ?) "
+                            "ON CONFLICT (name) DO UPDATE SET notification_id = excluded.notification_id",
+                            (POSITION_NAME, reached),
+                        )
+                if not full_page:
+                    return reached
+
+    # -- event handlers ------------------------------------------------------------
+
+    def _user_provisioned(self, conn, user_id: str, version: int, state: dict) -> None:
+        attributes = state["attributes"]
+        moment = utc_text(state["timestamp"])
+        conn.execute(
+            "INSERT OR REPLACE INTO users (id, tenant, user_name, external_id, display_name, active, "
+            "work_email, created, last_modified, version, resource) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (user_id, state["tenant"], *_user_columns(attributes), moment, moment, version, orjson.dumps(attributes)),
+        )
+
+    def _user_attributes_changed(self, conn, user_id: str, version: int, state: dict) -> None:
+        self._update_user(conn, user_id, version, state, lambda a: apply_changes(a, state["changes"], User.EXTENSIONS))
+
+    def _user_deactivated(self, conn, user_id: str, version: int, state: dict) -> None:
+        self._update_user(conn, user_id, version, state, lambda a: {**a, "active": False})
+
+    def _user_reactivated(self, conn, user_id: str, version: int, state: dict) -> None:
+        self._update_user(conn, user_id, version, state, lambda a: {**a, "active": True})
+
+    def _update_user(self, conn, user_id: str, version: int, state: dict, change: Callable[[dict], dict]) -> None:
+        row = conn.execute("SELECT resource FROM users WHERE id = ?", (user_id,)).fetchone()
+        if row is None:
+            return
+        attributes = change(orjson.loads(row[0]))
+        conn.execute(
+            "UPDATE users SET user_name=?, external_id=?, display_name=?, active=?, work_email=?, "
+            "last_modified=?, version=?, resource=? WHERE id=?",
+            (*_user_columns(attributes), utc_text(state["timestamp"]), version, orjson.dumps(attributes), user_id),
+        )
+
+    def _user_deprovisioned(self, conn, user_id: str, version: int, state: dict) -> None:
+        conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        self._drop_member_everywhere(conn, user_id)
+
+    def _group_created(self, conn, group_id: str, version: int, state: dict) -> None:
+        attributes = state["attributes"]
+        moment = utc_text(state["timestamp"])
+        conn.execute(
+            "INSERT OR REPLACE INTO groups (id, tenant, display_name, external_id, created, last_modified, "
+            "version, member_count, resource) VALUES (?,?,?,?,?,?,?,0,?)",
+            (group_id, state["tenant"], attributes["displayName"], attributes.get("externalId"), moment, moment,
+             version, orjson.dumps(attributes)),
+        )
+
+    def _group_changed(self, conn, group_id: str, version: int, state: dict) -> None:
+        row = conn.execute("SELECT resource FROM groups WHERE id = ?", (group_id,)).fetchone()
+        if row is None:
+            return
+        attributes = orjson.loads(row[0])
+        if "changes" in state:
+            attributes = apply_changes(attributes, state["changes"], Group.EXTENSIONS)
+        else:
+            attributes["displayName"] = state["display_name"]
+        conn.execute(
+            "UPDATE groups SET display_name=?, external_id=?, last_modified=?, version=?, resource=? WHERE id=?",
+            (attributes["displayName"], attributes.get("externalId"), utc_text(state["timestamp"]), version,
+             orjson.dumps(attributes), group_id),
+        )
+
+    def _touch_group(self, conn, group_id: str, version: int, state: dict, member_delta: int) -> None:
+        conn.execute(
+            "UPDATE groups SET last_modified=?, version=?, member_count=member_count+? WHERE id=?",
+            (utc_text(state["timestamp"]), version, member_delta, group_id),
+        )
+
+    def _members_added(self, conn, group_id: str, version: int, state: dict) -> None:
+        # Only members that still exist: a user deleted meanwhile never reappears in a group.
+        cursor = conn.executemany(
+            "INSERT OR IGNORE INTO memberships (group_id, member_id, member_type) "
+            "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2) "
+            "OR EXISTS (SELECT 1 FROM groups WHERE id = ?2)",
+            [(group_id, m["value"], m.get("type") or "User") for m in state["members"]],
+        )
+        self._touch_group(conn, group_id, version, state, cursor.rowcount)
+
+    def _members_removed(self, conn, group_id: str, version: int, state: dict) -> None:
+        cursor = conn.executemany(
+            "DELETE FROM memberships WHERE group_id = ? AND member_id = ?",
+            [(group_id, member_id) for member_id in state["member_ids"]],
+        )
+        self._touch_group(conn, group_id, version, state, -cursor.rowcount)
+
+    def _group_deleted(self, conn, group_id: str, version: int, state: dict) -> None:
+        conn.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+        conn.execute("DELETE FROM memberships WHERE group_id = ?", (group_id,))
+        self._drop_member_everywhere(conn, group_id)
+
+    def _drop_member_everywhere(self, conn, member_id: str) -> None:
+        groups = [r[0] for r in conn.execute("SELECT group_id FROM memberships WHERE member_id = ?", (member_id,))]
+        conn.execute("DELETE FROM memberships WHERE member_id = ?", (member_id,))
+        conn.executemany("UPDATE groups SET member_count = member_count - 1 WHERE id = ?", [(g,) for g in groups])
+
+    def _token_issued(self, conn, token_id: str, version: int, state: dict) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO tokens (id, tenant, label, scope, secret_hash, created, expires, revoked) "
+            "VALUES (?,?,?,?,?,?,?,NULL)",
+            (token_id, state["tenant"], state["label"], state["scope"], state["secret_hash"],
+             utc_text(state["timestamp"]), state.get("expires")),
+        )
+
+    def _token_revoked(self, conn, token_id: str, version: int, state: dict) -> None:
+        conn.execute("UPDATE tokens SET revoked = ? WHERE id = ?", (utc_text(state["timestamp"]), token_id))
+
+    # -- DirectoryFacts ------------------------------------------------------------
+
+    def live_members(self, tenant: str, ids: list[str]) -> dict[str, str]:
+        self.catch_up()
+        rows = self.conn.execute(
+            "SELECT id, 'User' FROM users WHERE tenant = ?1 AND id IN (SELECT value FROM json_each(?2)) "
+            "UNION ALL SELECT id, 'Group' FROM groups WHERE tenant = ?1 AND id IN (SELECT value FROM json_each(?2))",
+            (tenant, orjson.dumps(ids)),
+        )
+        return dict(rows.fetchall())
+
+    def members_among(self, group_id: str, group_version: int, ids: list[str]) -> set[str]:
+        self.catch_up()
+        with self._transaction() as conn:
+            self._check_group_version(conn, group_id, group_version)
+            rows = conn.execute(
+                "SELECT member_id FROM memberships WHERE group_id = ? AND member_id IN (SELECT value FROM json_each(?))",
+                (group_id, orjson.dumps(ids)),
+            )
+            return {r[0] for r in rows}
+
+    def all_members(self, group_id: str, group_version: int) -> set[str]:
+        self.catch_up()
+        with self._transaction() as conn:
+            self._check_group_version(conn, group_id, group_version)
+            return {r[0] for r in conn.execute("SELECT member_id FROM memberships WHERE group_id = ?", (group_id,))}
+
+    def groups_of(self, tenant: str, member_id: str) -> list[str]:
+        self.catch_up()
+        return [r[0] for r in self.conn.execute("SELECT group_id FROM memberships WHERE member_id = ?", (member_id,))]
+
+    @staticmethod
+    def _check_group_version(conn, group_id: str, group_version: int) -> None:
+        row = conn.execute("SELECT version FROM groups WHERE id = ?", (group_id,)).fetchone()
+        if row is None or row[0] != group_version:
+            raise StaleRead(group_id)
+
+    # -- queries -------------------------------------------------------------------
+
+    def token_by_hash(self, secret_hash: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT id, tenant, label, scope, secret_hash, expires, revoked FROM tokens WHERE secret_hash = ?",
+            (secret_hash,),
+        ).fetchone()
+
+    def tokens(self) -> list[tuple]:
+        return self.conn.execute(
+            "SELECT id, tenant, label, scope, created, expires, revoked FROM tokens ORDER BY created"
+        ).fetchall()
+
+    def user_row(self, tenant: str, user_id: str) -> tuple | None:
+        return self.conn.execute(
+            "SELECT id, created, last_modified, version, resource FROM users WHERE tenant = ? AND id = ?",
+            (tenant, user_id),
+        ).fetchone()
+
+    def group_row(self, tenant: str, group_id: str) -> tuple | None:
+        return self.conn.execute(
+            "SELECT id, created, last_modified, version, resource FROM groups WHERE tenant = ? AND id = ?",
+            (tenant, group_id),
+        ).fetchone()
+
+    def search(self, table: str, tenant: str, where: str, params: list, order_by: str | None,
+               descending: bool, offset: int, limit: int) -> tuple[int, list[tuple]]:
+        """Total matches and one page of rows ``(id, created, last_modified, version, resource)``.
+
+        ``table`` is "users" or "groups" (never client text); ``where`` and ``order_by``
+        come from the filter compiler, whose SQL holds only schema-derived names.
+        """
+        assert table in ("users", "groups")
+        condition = f"r.tenant = ? AND ({where})" if where else "r.tenant = ?"
+        args = [tenant, *params]
+        total = self.conn.execute(f"SELECT count(*) FROM {table} r WHERE {condition}", args).fetchone()[0]
+        if limit <= 0 or offset >= total:
+            return total, []
+        direction = "DESC" if descending else "ASC"
+        order = f"{order_by} {direction}, r.created {direction}, r.id {direction}" if order_by else "r.created, r.id"
+        rows = self.conn.execute(
+            f"SELECT r.id, r.created, r.last_modified, r.version, r.resource FROM {table} r "
+            f"WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        return total, rows
+
+    def member_count(self, group_id: str) -> int:
+        row = self.conn.execute("SELECT member_count FROM groups WHERE id = ?", (group_id,)).fetchone()
+        return row[0] if row else 0
+
+    def members(self, group_id: str) -> Iterator[tuple[str, str]]:
+        """``(member_id, member_type)`` of a group, streamed in id order."""
+        return iter(self.conn.execute(
+            "SELECT member_id, member_type FROM memberships WHERE group_id = ? ORDER BY member_id", (group_id,)
+        ))
+
+    def groups_of_users(self, user_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """For each user id, ``[(group_id, group displayName)]`` of its direct groups."""
+        result: dict[str, list[tuple[str, str]]] = {}
+        rows = self.conn.execute(
+            "SELECT m.member_id, g.id, g.display_name FROM memberships m JOIN groups g ON g.id = m.group_id "
+            "WHERE m.member_id IN (SELECT value FROM json_each(?)) ORDER BY g.display_name",
+            (orjson.dumps(user_ids),),
+        )
+        for member_id, group_id, name in rows:
+            result.setdefault(member_id, []).append((group_id, name))
+        return result
+
+
+def _user_columns(attributes: dict) -> tuple:
+    work_email = next(
+        (e.get("value") for e in attributes.get("emails", ()) if isinstance(e, dict) and e.get("type") == "work"),
+        None,
+    )
+    return (
+        attributes["userName"],
+        attributes.get("externalId"),
+        attributes.get("displayName"),
+        1 if attributes.get("active", True) else 0,
+        work_email,
+    )
+
+
+def _topic(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real store (SQLite file, or PostgreSQL in a schema of its own) and
+falcon's test client with a valid token.
+
+PostgreSQL tests are skipped when the server is unreachable on a developer machine, but
+fail under CI (CI=true), where .ci/run has started it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import falcon.testing
+import pytest
+
+from adapters.app import collapse_slashes, create_app
+from adapters.cli import issue_token
+from adapters.runtime import Runtime
+
+PG_URL = os.environ.get("SCIMLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    if not postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}; under CI it must be")
+        pytest.skip("PostgreSQL not reachable (set CI=true to make this a failure)")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_store(postgres_url):
+    """A store URL for a fresh PostgreSQL schema, dropped afterwards."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{postgres_url}?schema={schema}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request):
+    """The event store URL: None for the SQLite default, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_store")
+
+
+@pytest.fixture
+def runtime(tmp_path, store):
+    rt = Runtime(tmp_path / "data", store)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def sqlite_runtime(tmp_path):
+    rt = Runtime(tmp_path / "data", None)
+    yield rt
+    rt.close()
+
+
+class ScimClient(falcon.testing.TestClient):
+    """falcon's test client, authenticated, with SCIM paths relative to /scim/v2."""
+
+    def __init__(self, app, token: str, base: str = "/scim/v2"):
+        super().__init__(app, headers={"Authorization": f"Bearer {token}"})
+        self.token = token
+        self.base = base
+
+    def scim(self, method: str, path: str, **kwargs):
+        if "json" in kwargs and "headers" not in kwargs:
+            kwargs["headers"] = {"Content-Type": "application/scim+json; charset=utf-8"}
+        return self.simulate_request(method, self.base + path, **kwargs)
+
+    def get(self, path, **kw):
+        return self.scim("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self.scim("POST", path, **kw)
+
+    def patch(self, path, **kw):
+        return self.scim("PATCH", path, **kw)
+
+    def put(self, path, **kw):
+        return self.scim("PUT", path, **kw)
+
+    def delete(self, path, **kw):
+        return self.scim("DELETE", path, **kw)
+
+
+@pytest.fixture
+def app(runtime):
+    return collapse_slashes(create_app(runtime))
+
+
+@pytest.fixture
+def client(runtime, app) -> ScimClient:
+    return ScimClient(app, issue_token(runtime, "default", "scim", "entra"))
