@@ -16,7 +16,7 @@ from adapters.rendering import etag, group_resource, list_response, user_resourc
 from domain.errors import InvalidSyntax, InvalidValue, NotFound
 from domain.filter import parse_filter
 from domain.schemas import GROUP, PATCH_OP, USER, ResourceType
-from domain.selection import member_selection, parse_attribute_list, select
+from domain.selection import may_return, parse_attribute_list, select
 from domain.service import Written
 from projections.filter_sql import compile_filter, compile_sort
 
@@ -206,9 +206,7 @@ class Groups(ScimResources):
 
 
 def _shows(rt: ResourceType, name: str, selection: Selection) -> bool:
-    return member_selection(rt, selection.attributes, selection.excluded) if name == "members" else (
-        not selection.attributes or any(p.attr.lower() == name for p in selection.attributes)
-    ) and not any(p.attr.lower() == name and p.sub is None for p in selection.excluded)
+    return may_return(rt, name, selection.attributes, selection.excluded)
 
 
 def _paging(req: falcon.Request) -> tuple[int, int]:

@@ -27,7 +27,6 @@ def store_env(data: Path, url: str | None) -> dict:
     """Settings for eventsourcing; a PostgreSQL URL may name a schema: ``…/db?schema=s``."""
     env = {"TRANSCODER_TOPIC": get_topic(OrjsonTranscoder)}
     if not url or url.startswith("sqlite"):
-        data.mkdir(parents=True, exist_ok=True)
         path = urlsplit(url).path if url else str(data / "events.sqlite3")
         env |= {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
         return env
@@ -53,5 +52,5 @@ def store_env(data: Path, url: str | None) -> dict:
 
 
 def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None) -> Ledger:
-    # Only our env: the library would otherwise also read keys from os.environ.
+    data.mkdir(parents=True, exist_ok=True)  # the projections live here whatever the store
     return Ledger(env=store_env(data, url), facts=facts)

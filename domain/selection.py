@@ -69,9 +69,10 @@ def select(
     return view
 
 
-def member_selection(rt: ResourceType, attributes: Sequence[AttrPath] = (), excluded: Sequence[AttrPath] = ()) -> bool:
-    """Whether ``select`` may return ``members``; False means the caller need not load them."""
-    members = rt.core_attribute("members")
+def may_return(rt: ResourceType, name: str, attributes: Sequence[AttrPath] = (), excluded: Sequence[AttrPath] = ()) -> bool:
+    """Whether ``select`` may return core attribute ``name`` (a Group's ``members``, a
+    User's ``groups``); False means the caller need not load it at all."""
+    members = rt.core_attribute(name)
     if members is None or members.returned == "never":
         return False
     if members.returned == "always":

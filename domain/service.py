@@ -8,6 +8,8 @@ last event so callers can catch their projections up to it (read-your-writes).
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, TypeVar
 from uuid import UUID
@@ -21,7 +23,7 @@ from domain.model import Cause, Group, NameClaim, Resource, Tenant, Token, User
 from domain.patch import apply_patch
 from domain.schemas import GROUP, USER
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 12
 T = TypeVar("T")
 
 
@@ -283,11 +285,12 @@ class Ledger(Application):
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` again when another writer changed the same aggregates first."""
-        for _ in range(MAX_ATTEMPTS):
+        for tries in range(MAX_ATTEMPTS):
             try:
                 return attempt()
             except (IntegrityError, StaleRead):
-                continue
+                # Jittered backoff, so writers racing for one group stop colliding.
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(tries, 5)))
         raise Conflict("too many concurrent changes to the same resource; retry the request")
 
 

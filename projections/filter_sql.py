@@ -497,8 +497,13 @@ class _Resolver:
         path = _json_path(*self._keys(schema, attribute))
         return _JsonCollection(attribute.name, attribute, self.alias, path, self.path_sql)
 
-    def column(self, name: str) -> _Column | None:
-        return _HOT_COLUMNS.get(self.rt.name, {}).get((name, None))
+    def work_email(self, attribute: Attribute) -> _Scalar | None:
+        """The work_email column, when ``attribute`` is the emails of a User."""
+        if self.rt.name != "User" or attribute is not self.rt.core.attribute("emails"):
+            return None
+        value = attribute.sub("value")
+        sql = _Sql(f"{self.alias}.work_email")
+        return _Scalar("emails.value", sql, value.type, value.case_exact, collation="NOCASE")
 
     def _attribute(self, path: AttrPath) -> tuple[Schema, Attribute]:
         if path.uri is not None:
@@ -642,11 +647,48 @@ class _Compiler:
         return collection.exists(inner)
 
     def _work_email_match(self, collection: _Collection, node: Filter) -> _Sql | None:
-        """Entra's `emails[type eq "work"].value eq "x"` as a lookup of the work_email
-        column, so that it uses the index.
+        """Entra's ``emails[type eq "work"].value eq "x"`` as a lookup of the indexed
+        work_email column.
 
-        The column holds the first work email, so a user's second work email is not
-        found this way; Entra sends one.
+        The column holds the first email whose type is "work", so a second work email,
+        or one typed "Work", is not found this way; Entra sends one, typed "work".
         """
-        column = self.resolver.column("emails") if False else None  # placeholder, replaced below
-        return column
+        column = self.resolver.work_email(collection.attribute)
+        value = _work_email_value(node)
+        if column is None or value is None:
+            return None
+        return column.compare("eq", value)
+
+
+def _work_email_value(node: Filter) -> object | None:
+    """X when ``node`` is ``type eq "work" and value eq X`` (either way round)."""
+    if not isinstance(node, And):
+        return None
+    for kind, email in ((node.left, node.right), (node.right, node.left)):
+        is_work = _is_equality(kind, "type") and isinstance(kind.value, str) and kind.value.lower() == "work"
+        if is_work and _is_equality(email, "value"):
+            return email.value
+    return None
+
+
+def _is_equality(node: Filter, attr: str) -> bool:
+    return (
+        isinstance(node, Compare)
+        and node.op == "eq"
+        and node.path.uri is None
+        and node.path.sub is None
+        and node.path.attr.lower() == attr
+    )
+
+
+def _element_resolver(collection: _Collection) -> Callable[[AttrPath], _Operand]:
+    """Resolves the paths inside ``collection[…]``: sub-attributes of one element."""
+
+    def resolve(path: AttrPath) -> _Operand:
+        if path.uri is not None or path.sub is not None:
+            raise InvalidFilter(
+                f"Inside {collection.name}[…] name a sub-attribute of {collection.name}, not {_path_text(path)}."
+            )
+        return collection.element(_sub_attribute(collection.attribute, path.attr))
+
+    return resolve

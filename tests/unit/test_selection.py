@@ -11,7 +11,7 @@ from domain.schemas import CORE_GROUP, CORE_USER, ENTERPRISE_USER, GROUP, USER, 
 from domain.selection import (
     MAX_ATTRIBUTE_LIST_ENTRIES,
     MAX_ATTRIBUTE_LIST_LENGTH,
-    member_selection,
+    may_return,
     parse_attribute_list,
     select,
 )
@@ -336,7 +336,7 @@ def test_returned_always_sub_attribute_comes_with_its_sibling():
     assert chosen(rt, resource, excluded="badge.number")["badge"] == {"number": "7", "colour": "red"}
 
 
-# --- member_selection ------------------------------------------------------------------
+# --- may_return ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -356,11 +356,11 @@ def test_returned_always_sub_attribute_comes_with_its_sibling():
         ("members", "members", True),
     ],
 )
-def test_member_selection(group, attributes, excluded, returned):
+def test_may_return_members(group, attributes, excluded, returned):
     attribute_paths, excluded_paths = parse_attribute_list(attributes), parse_attribute_list(excluded)
-    assert member_selection(GROUP, attribute_paths, excluded_paths) is returned
+    assert may_return(GROUP, "members", attribute_paths, excluded_paths) is returned
     assert ("members" in select(GROUP, group, attribute_paths, excluded_paths)) is returned
 
 
-def test_member_selection_for_a_type_without_members():
-    assert member_selection(USER, (), ()) is False
+def test_may_return_members_for_a_type_without_members():
+    assert may_return(USER, "members", (), ()) is False
