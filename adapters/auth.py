@@ -12,6 +12,9 @@ from adapters.errors import ScimHTTPError
 from adapters.tokens import hash_secret
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# The scope a token needs, by path prefix: provisioning tokens cannot read the audit
+# trail, and audit tokens cannot provision.
+SCOPE_BY_PREFIX = (("/audit/", "audit"), ("/", "scim"))
 
 
 class Unauthorized(ScimHTTPError):
@@ -43,6 +46,9 @@ class BearerAuth:
             raise Unauthorized("the bearer token has been revoked")
         if expires and expires <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"):
             raise Unauthorized("the bearer token has expired")
+        needed = next(wanted for prefix, wanted in SCOPE_BY_PREFIX if req.path.startswith(prefix))
+        if scope != needed:
+            raise ScimHTTPError(403, f"this token has scope '{scope}'; {req.path} needs scope '{needed}'")
         req.context.tenant = tenant
         req.context.scope = scope
         req.context.cause = {

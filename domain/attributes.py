@@ -125,21 +125,15 @@ def assign(attributes: dict, location: Location, sub: Attribute | None, raw: Any
 
     This is "replace" for a single-valued or whole multi-valued attribute: a complex
     value is merged into what is there (RFC 7644 §3.5.2.3: sub-attributes not given
-    are left unchanged), except the manager, which is one reference and is replaced
-    whole. A null value removes.
+    are left unchanged, and a null one is removed), except the manager, which is one
+    reference and is replaced whole. A null value removes the attribute.
     """
     attribute = location.attribute
-    label = location.name
     if sub is not None:
-        current = dict(fetch(attributes, location) or {})
-        current[sub.name] = raw
-        store(attributes, location, coerce(attribute, current, label))
-        return
-    value = coerce(attribute, raw, label)
-    existing = fetch(attributes, location)
-    if _merges(attribute) and value is not None and isinstance(existing, dict):
-        value = {**existing, **value}
-    store(attributes, location, value)
+        raw = {**(fetch(attributes, location) or {}), sub.name: raw}
+    elif _merges(attribute) and isinstance(raw, dict):
+        raw = {**(fetch(attributes, location) or {}), **coerce_fields(attribute, raw, location.name)}
+    store(attributes, location, coerce(attribute, raw, location.name))
 
 
 def _merges(attribute: Attribute) -> bool:

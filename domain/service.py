@@ -17,7 +17,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from domain.attributes import missing_required, normalize
+from domain.attributes import missing_required, normalize, parse_members
 from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed, Uniqueness
 from domain.model import Cause, Group, NameClaim, Resource, Tenant, Token, User
 from domain.patch import apply_patch
@@ -131,7 +131,7 @@ class Ledger(Application):
         return self._retrying(attempt)
 
     def replace_group(self, tenant: str, group_id: str, body: dict, cause: Cause, expected_version: int | None = None) -> Written:
-        members = _members_from_body(body) or []
+        members = _members_from_body(body)
         attributes = normalize(GROUP, body)
         _require(GROUP, attributes)
 
@@ -300,22 +300,9 @@ def _require(resource_type, attributes: dict) -> None:
         raise InvalidValue(f"{', '.join(missing)} required: the request did not give {' or '.join(missing)}")
 
 
-def _members_from_body(body: dict) -> list[dict] | None:
-    """The members a POST/PUT body lists, as ``[{"value": id}]``; None when it lists none."""
-    for key, value in body.items():
-        if key.lower() == "members":
-            if value is None:
-                return None
-            if not isinstance(value, list):
-                raise InvalidValue("members must be a list of {\"value\": id}")
-            members = []
-            for element in value:
-                member_id = element.get("value") if isinstance(element, dict) else element
-                if not isinstance(member_id, str) or not member_id:
-                    raise InvalidValue("every member needs a non-empty string value")
-                members.append({"value": member_id})
-            return members
-    return None
+def _members_from_body(body: dict) -> list[dict]:
+    """The members a POST/PUT body lists (``members`` in any case)."""
+    return next((parse_members(v) for k, v in body.items() if isinstance(k, str) and k.lower() == "members"), [])
 
 
 def _uuid(text: str) -> UUID:

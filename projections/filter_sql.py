@@ -302,10 +302,10 @@ class _JsonCollection:
         return _Scalar(f"{self.name}.{sub.name}", sql, sub.type, sub.case_exact)
 
     def _field(self, sub: Attribute) -> _Sql:
-        # Through the element's full path from the root rather than json_extract on
-        # the element itself, which would fail on an element that is a bare string.
-        key = self.path_sql(_json_path(sub.name)[1:])
-        return _Sql(f"json_extract({self.alias}.resource, {_ELEMENT}.fullkey || {key.text})", key.params)
+        # The CASE spares json_extract an element that is not an object (a bare
+        # string would be malformed JSON to it).
+        path = self.path_sql(_json_path(sub.name))
+        return _Sql(f"CASE {_ELEMENT}.type WHEN 'object' THEN json_extract({_ELEMENT}.value, {path.text}) END", path.params)
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,10 @@ def test_oversized_body_is_413(client):
     body = b'{"userName": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     response = client.simulate_post("/scim/v2/Users", body=body, headers={"Content-Type": "application/scim+json"})
     assert_scim_error(response, 413)
+
+
+def test_an_audit_token_cannot_provision(runtime, app):
+    auditor = ScimClient(app, issue_token(runtime, "default", "audit", "auditor"))
+    response = auditor.post("/Users", json=ENTRA_CREATE)
+    assert_scim_error(response, 403)
+    assert_scim_error(auditor.get("/Users"), 403)
