@@ -52,7 +52,7 @@ def compile_filter(rt: ResourceType, f: Filter, alias: str = "r") -> tuple[str, 
     """
     _check_alias(alias)
     resolver = _Resolver(rt, alias, path_sql=_parameter)
-    expression = _Compiler(resolver.resolve, resolver=resolver).compile(f)
+    expression = _Compiler(resolver.resolve, top_level=resolver).compile(f)
     return expression.text, list(expression.params)
 
 
@@ -289,23 +289,27 @@ class _JsonCollection:
         return _Sql(f"coalesce(json_array_length({self.alias}.resource, {array.text}) > 0, 0)", array.params)
 
     def sort_element(self, sub: Attribute) -> _Scalar:
-        array = self.path_sql(self.path)
-        order = f"{_ELEMENT}.key"
+        """``sub`` of the primary element, else of the first one (RFC 7644 §3.4.2.3)."""
+        field, array = self._field(sub), self.path_sql(self.path)
+        order = _Sql(f"{_ELEMENT}.key")
         primary = self.attribute.sub("primary")
         if primary is not None:
-            order = f"{self._field(primary).text} IS 1 DESC, {order}"
-        field = self._field(sub)
+            flag = self._field(primary)
+            order = _Sql(f"{flag.text} IS 1 DESC, {order.text}", flag.params)
         sql = _Sql(
             f"(SELECT {field.text} FROM json_each({self.alias}.resource, {array.text}) {_ELEMENT} "
-            f"ORDER BY {order} LIMIT 1)"
+            f"ORDER BY {order.text} LIMIT 1)",
+            field.params + array.params + order.params,
         )
         return _Scalar(f"{self.name}.{sub.name}", sql, sub.type, sub.case_exact)
 
     def _field(self, sub: Attribute) -> _Sql:
-        # The CASE spares json_extract an element that is not an object (a bare
-        # string would be malformed JSON to it).
+        # The CASE spares json_extract an element that is not an object (to which a
+        # bare string would be malformed JSON).
         path = self.path_sql(_json_path(sub.name))
-        return _Sql(f"CASE {_ELEMENT}.type WHEN 'object' THEN json_extract({_ELEMENT}.value, {path.text}) END", path.params)
+        return _Sql(
+            f"CASE {_ELEMENT}.type WHEN 'object' THEN json_extract({_ELEMENT}.value, {path.text}) END", path.params
+        )
 
 
 @dataclass(frozen=True)
@@ -599,13 +603,13 @@ def _path_text(path: AttrPath) -> str:
 class _Compiler:
     """Compiles a filter tree; ``resolve`` gives the operand of each attribute path.
 
-    At the top level ``resolver`` is set and value paths are allowed; inside a value
-    path the paths name sub-attributes of one element, and value paths cannot nest.
+    ``top_level`` is the resolver of the whole filter, where value paths are allowed;
+    it is None inside a value path, whose paths name sub-attributes of one element.
     """
 
-    def __init__(self, resolve: Callable[[AttrPath], _Operand], resolver: _Resolver | None = None):
+    def __init__(self, resolve: Callable[[AttrPath], _Operand], top_level: _Resolver | None):
         self.resolve = resolve
-        self.resolver = resolver
+        self.top_level = top_level
 
     def compile(self, node: Filter) -> _Sql:
         match node:
@@ -634,7 +638,7 @@ class _Compiler:
         raise InvalidFilter(f"{_path_text(path)} {op} null: null can only be compared with eq or ne.")
 
     def _value_path(self, node: ValuePath) -> _Sql:
-        if self.resolver is None:
+        if self.top_level is None:
             raise InvalidFilter(f"Value filters cannot be nested ({_path_text(node.path)}[…]).")
         operand = self.resolve(node.path)
         if not isinstance(operand, _WholeCollection):
@@ -643,7 +647,7 @@ class _Compiler:
         work_email = self._work_email_match(collection, node.filter)
         if work_email is not None:
             return work_email
-        inner = _Compiler(_element_resolver(collection)).compile(node.filter)
+        inner = _Compiler(_element_resolver(collection), top_level=None).compile(node.filter)
         return collection.exists(inner)
 
     def _work_email_match(self, collection: _Collection, node: Filter) -> _Sql | None:
@@ -653,7 +657,7 @@ class _Compiler:
         The column holds the first email whose type is "work", so a second work email,
         or one typed "Work", is not found this way; Entra sends one, typed "work".
         """
-        column = self.resolver.work_email(collection.attribute)
+        column = self.top_level.work_email(collection.attribute)
         value = _work_email_value(node)
         if column is None or value is None:
             return None

@@ -25,7 +25,9 @@ CORE_USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 def insert_user(conn, user_id: str, created: str, resource: dict, tenant: str = TENANT) -> None:
     """Insert the way the projection does: hot attributes copied into their columns."""
-    work_email = next((e.get("value") for e in resource.get("emails", ()) if e.get("type") == "work"), None)
+    work_email = next(
+        (e.get("value") for e in resource.get("emails", ()) if isinstance(e, dict) and e.get("type") == "work"), None
+    )
     conn.execute(
         "INSERT INTO users (id, tenant, user_name, external_id, display_name, active, work_email, "
         "created, last_modified, version, resource) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -237,6 +239,7 @@ ALL_USERS = {"u-alice", "u-bob", "u-carol", "u-dave"}
         ('groups eq "g-eng"', {"u-alice", "u-bob"}),
         ('groups ne "g-eng"', {"u-carol", "u-dave"}),
         ('meta.resourceType eq "User"', ALL_USERS),
+        (f'{CORE_USER_URN}:id eq "u-dave"', {"u-dave"}),
     ],
 )
 def test_user_filters_select(conn, text, expected):
@@ -435,7 +438,7 @@ def _split(text: str) -> tuple[str, str | None, str | None]:
         (f"{ENTERPRISE_USER}:manager.value", ["u-alice", "u-bob", "u-carol", "u-dave"]),
         ("manager", ["u-alice", "u-bob", "u-carol", "u-dave"]),
         ("active", ["u-bob", "u-alice", "u-carol", "u-dave"]),
-        ("externalId", ["u-alice", "u-bob", "u-carol", "u-dave"]),  # case-exact: "E" < "e"
+        ("externalId", ["u-alice", "u-bob", "u-carol", "u-dave"]),
     ],
 )
 def test_sort_orders_and_puts_absent_values_last(conn, sort_by, ascending):
@@ -475,6 +478,20 @@ def test_unsortable_paths_are_invalid_values(rt, sort_by, named):
     with pytest.raises(InvalidValue) as raised:
         compile_sort(rt, AttrPath(*_split(sort_by)))
     assert named in raised.value.detail
+
+
+def test_elements_that_are_not_objects_do_not_break_queries(conn):
+    insert_user(conn, "u-odd", "2025-04-01T00:00:00.000000Z", {"userName": "odd", "emails": ["odd@example.com"]})
+    assert matching(conn, USER, 'emails.value eq "odd@example.com"') == set()
+    assert matching(conn, USER, 'emails[type eq "work" or value pr]') == {"u-alice", "u-bob", "u-carol"}
+    assert "u-odd" in matching(conn, USER, "emails pr")
+    assert sorted_ids(conn, USER, "emails")[-2:] == ["u-dave", "u-odd"]
+
+
+def test_a_custom_alias_is_used_throughout(conn):
+    where, params = compile_filter(USER, parse_filter('emails[type eq "home"] or groups eq "g-eng"'), alias="u")
+    rows = conn.execute(f"SELECT id FROM users u WHERE tenant = ? AND ({where})", [TENANT, *params])
+    assert {row[0] for row in rows} == {"u-alice", "u-bob", "u-carol"}
 
 
 def test_aliases_that_would_clash_are_refused():
