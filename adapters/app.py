@@ -7,38 +7,77 @@ import re
 import falcon
 
 from adapters import errors, media
+from adapters import audit_http
 from adapters.auth import BearerAuth
 from adapters.discovery import ServiceProviderConfig, resource_types, schemas
-from adapters.resources import MAX_COUNT, Groups, Users
+from adapters import bulk, cursors
+from adapters.resources import DEFAULT_COUNT, MAX_COUNT, Groups, Me, RootSearch, Users
+from adapters.search import Searcher
 
 BASE_PATHS = ("/scim/v2", "/api/admin/scim")
 
 
 class Health:
+    """``/healthz`` (no runtime): the process is up. ``/readyz`` (with the runtime): the
+    store answers and the directory is caught up, else 503 with a SCIM error body
+    (``adapters.readiness``)."""
+
     def __init__(self, runtime=None):
         self.runtime = runtime
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if self.runtime is not None:  # /readyz: the store answers and we are caught up
-            self.runtime.directory.catch_up()
-        resp.media = {"status": "ok"}
+        if self.runtime is None:
+            resp.media = {"status": "ok"}
+            return
+        from adapters.readiness import readiness_of
+
+        ready, body = readiness_of(self.runtime).check()
+        if not ready:
+            raise errors.ScimHTTPError(503, body["detail"], headers={"Retry-After": "1"})
+        resp.media = body
 
 
 def create_app(runtime, max_body: int = media.DEFAULT_MAX_BODY) -> falcon.App:
-    app = falcon.App(media_type=media.SCIM_JSON, middleware=[BearerAuth(runtime)])
+    # -- reliability & observability (issue 7): logs/metrics first, then auth + rate limits.
+    from adapters import observability, openapi
+
+    observability.instrument(runtime)
+    request_log = observability.RequestLog()
+    app = falcon.App(media_type=media.SCIM_JSON, middleware=[request_log, BearerAuth(runtime)])
+    request_log.router = app._router
+    app.add_route("/metrics", observability.Metrics(runtime))
+    app.add_route("/openapi.json", openapi.OpenAPI(app))
+    # -- end of the issue-7 block
     app.req_options.strip_url_path_trailing_slash = True
     media.install(app, max_body)
     errors.install(app)
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Health(runtime))
+    # -- SCIM protocol routes (issue 3)
+    bulk_payload = max_body if max_body != media.DEFAULT_MAX_BODY else media.configured_max_body()
+    limits = {"bulk_operations": bulk.MAX_OPERATIONS, "bulk_payload": bulk_payload, "default_count": DEFAULT_COUNT,
+              "cursor_timeout": cursors.TIMEOUT}
+    searcher = Searcher(runtime)
+    schema_set = runtime.ledger.schemas
     for base in BASE_PATHS:
-        for path, resource in ((f"{base}/Users", Users(runtime, base)), (f"{base}/Groups", Groups(runtime, base))):
+        endpoints = [Users(runtime, base, searcher), Groups(runtime, base, searcher)]
+        for resource in endpoints:
+            path = f"{base}{resource.rt.endpoint}"
             app.add_route(path, resource, suffix="collection")
+            app.add_route(path + "/.search", resource, suffix="search")
             app.add_route(path + "/{resource_id}", resource)
-        app.add_route(f"{base}/ServiceProviderConfig", ServiceProviderConfig(base, MAX_COUNT))
-        for path, catalogue in ((f"{base}/ResourceTypes", resource_types(base)), (f"{base}/Schemas", schemas(base))):
+        root = RootSearch(endpoints, searcher)
+        app.add_route(base, root)
+        app.add_route(f"{base}/.search", root)
+        app.add_route(f"{base}/Bulk", bulk.Bulk(runtime, base, bulk_payload))
+        app.add_route(f"{base}/Me", Me())
+        app.add_route(f"{base}/ServiceProviderConfig", ServiceProviderConfig(base, MAX_COUNT, **limits))
+        for path, catalogue in ((f"{base}/ResourceTypes", resource_types(base, schema_set)),
+                                (f"{base}/Schemas", schemas(base, schema_set))):
             app.add_route(path, catalogue, suffix="collection")
             app.add_route(path + "/{document_id}", catalogue)
+    # -- end of the issue-3 block
+    audit_http.install(app, runtime)  # /audit/v1: history, audit queries, time travel (issue 4)
     return app
 
 

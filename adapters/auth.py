@@ -1,17 +1,31 @@
-"""Bearer-token authentication and the request's cause (who and which request)."""
+"""Bearer-token authentication, the request's cause (who and which request), and the
+two rate limits that hang on authentication (see adapters/ratelimit.py):
+
+* an address whose failed authentications used up its budget gets 429 with
+  ``Retry-After`` for every request until the budget refills, before its token is even
+  looked at (so a guesser learns nothing, not even that a guess was right);
+* a token over its request rate gets 429 with ``Retry-After``.
+
+The presented secret is hashed at once and never logged, echoed or stored.
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
 import uuid
 from datetime import UTC, datetime
 
 import falcon
 
 from adapters.errors import ScimHTTPError
+from adapters.ratelimit import Limiter, Settings, retry_after
 from adapters.tokens import hash_secret
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+log = logging.getLogger("scimledger.auth")
+
+# No token needed: probes, the metrics scrape and the API description.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 # The scope a token needs, by path prefix: provisioning tokens cannot read the audit
 # trail, and audit tokens cannot provision.
 SCOPE_BY_PREFIX = (("/audit/", "audit"), ("/", "scim"))
@@ -22,30 +36,40 @@ class Unauthorized(ScimHTTPError):
         super().__init__(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class TooManyRequests(ScimHTTPError):
+    def __init__(self, detail: str, wait: float):
+        super().__init__(429, detail, headers={"Retry-After": retry_after(wait)})
+
+
 class BearerAuth:
     """Resolves the bearer token to a tenant and scope, after catching the directory up
     so a token revoked on any worker or node is refused at its next request."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime, settings: Settings | None = None, clock=None):
         self.runtime = runtime
+        settings = settings or Settings.from_env()
+        self.per_token = Limiter(settings.per_token, clock)
+        self.failures = Limiter(settings.auth_failures, clock)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = _request_id(req)
         resp.set_header("X-Request-Id", req.context.request_id)
         if req.path in OPEN_PATHS:
             return
-        secret = _bearer(req)
-        directory = self.runtime.directory
-        directory.catch_up()
-        presented = hash_secret(secret)
-        row = directory.token_by_hash(presented)
-        if row is None or not hmac.compare_digest(row[4], presented):
-            raise Unauthorized("the bearer token is not valid")
-        token_id, tenant, label, scope, _, expires, revoked = row
-        if revoked:
-            raise Unauthorized("the bearer token has been revoked")
-        if expires and expires <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"):
-            raise Unauthorized("the bearer token has expired")
+        address = req.remote_addr or "unknown"
+        wait = self.failures.wait(address)
+        if wait:
+            raise TooManyRequests("too many failed authentications from this address; retry later", wait)
+        try:
+            token_id, tenant, label, scope = self._authenticate(req)
+        except Unauthorized:
+            self.failures.take(address)
+            if self.failures.wait(address):
+                log.warning("authentication failures from %s used up its budget; refusing it for a while", address)
+            raise
+        wait = self.per_token.take(token_id)
+        if wait:
+            raise TooManyRequests("this token is over its request rate; retry later", wait)
         needed = next(wanted for prefix, wanted in SCOPE_BY_PREFIX if req.path.startswith(prefix))
         if scope != needed:
             raise ScimHTTPError(403, f"this token has scope '{scope}'; {req.path} needs scope '{needed}'")
@@ -61,6 +85,21 @@ class BearerAuth:
             "client": req.remote_addr,
             "user_agent": (req.user_agent or "")[:200],
         }
+
+    def _authenticate(self, req: falcon.Request) -> tuple[str, str, str, str]:
+        secret = _bearer(req)
+        directory = self.runtime.directory
+        directory.catch_up()
+        presented = hash_secret(secret)
+        row = directory.token_by_hash(presented)
+        if row is None or not hmac.compare_digest(row[4], presented):
+            raise Unauthorized("the bearer token is not valid")
+        token_id, tenant, label, scope, _, expires, revoked = row
+        if revoked:
+            raise Unauthorized("the bearer token has been revoked")
+        if expires and expires <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"):
+            raise Unauthorized("the bearer token has expired")
+        return token_id, tenant, label, scope
 
 
 def _bearer(req: falcon.Request) -> str:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from adapters import cli_audit
 from adapters.runtime import Runtime
 from adapters.tokens import hash_secret, new_secret
 
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=2)
     serve.add_argument("--threads", type=int, default=4)
+    serve.add_argument("--schemas", help="extension schema files (RFC 7643 §7 JSON), comma-separated "
+                       "(default $SCIMLEDGER_SCHEMAS)")
     _common(serve)
 
     token = commands.add_parser("token", help="issue, list and revoke bearer tokens")
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_commands.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("token_id")
     _common(revoke)
+    cli_audit.add_commands(commands, _common)  # audit, history, export, replay, subject-export, erase
     return parser
 
 
@@ -53,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from adapters.server import serve
 
+        if args.schemas:  # read by every worker's Runtime (adapters.runtime.configured_schemas)
+            os.environ["SCIMLEDGER_SCHEMAS"] = args.schemas
+
         return serve(args)
+    if args.command in cli_audit.COMMANDS:
+        return cli_audit.run(args)
     runtime = Runtime(args.data, args.store)
     try:
         if args.token_command == "create":

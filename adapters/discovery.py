@@ -5,19 +5,29 @@ from __future__ import annotations
 import falcon
 
 from domain.errors import NotFound
-from domain.schemas import LIST_RESPONSE, RESOURCE_TYPES, SCHEMAS, SP_CONFIG
+from domain.schemas import DEFAULT_SCHEMAS, LIST_RESPONSE, SP_CONFIG, SchemaSet
 
 
-def service_provider_config(max_results: int) -> dict:
+def service_provider_config(max_results: int, bulk_operations: int = 0, bulk_payload: int = 0,
+                            default_count: int = 100, cursor_timeout: int = 3600) -> dict:
     return {
         "schemas": [SP_CONFIG],
         "documentationUri": "https://github.com/scimledger/scimledger#readme",
         "patch": {"supported": True},
-        "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+        "bulk": {"supported": bulk_operations > 0, "maxOperations": bulk_operations, "maxPayloadSize": bulk_payload},
         "filter": {"supported": True, "maxResults": max_results},
         "changePassword": {"supported": False},
         "sort": {"supported": True},
         "etag": {"supported": True},
+        # RFC 9865 §4: both methods; index unless the request says cursor.
+        "pagination": {
+            "cursor": True,
+            "index": True,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": default_count,
+            "maxPageSize": max_results,
+            "cursorTimeout": cursor_timeout,
+        },
         "authenticationSchemes": [
             {
                 "type": "oauthbearertoken",
@@ -46,9 +56,9 @@ def _listed(documents: list[dict]) -> dict:
 
 
 class ServiceProviderConfig:
-    def __init__(self, base: str, max_results: int):
+    def __init__(self, base: str, max_results: int, **limits):
         self.base = base
-        self.document = service_provider_config(max_results)
+        self.document = service_provider_config(max_results, **limits)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = _located(self.document, req.prefix + self.base)
@@ -75,9 +85,9 @@ class Catalogue:
         resp.media = _located(document, req.prefix + self.base)
 
 
-def resource_types(base: str) -> Catalogue:
-    return Catalogue(base, [rt.to_scim() for rt in RESOURCE_TYPES], "resource type")
+def resource_types(base: str, schema_set: SchemaSet = DEFAULT_SCHEMAS) -> Catalogue:
+    return Catalogue(base, [rt.to_scim() for rt in schema_set.resource_types], "resource type")
 
 
-def schemas(base: str) -> Catalogue:
-    return Catalogue(base, [s.to_scim() for s in SCHEMAS], "schema")
+def schemas(base: str, schema_set: SchemaSet = DEFAULT_SCHEMAS) -> Catalogue:
+    return Catalogue(base, [s.to_scim() for s in schema_set.schemas], "schema")

@@ -1,7 +1,18 @@
-"""SCIM error responses (RFC 7644 §3.12) for every failure, falcon's own included."""
+"""SCIM error responses (RFC 7644 §3.12) for every failure, falcon's own included.
+
+Every failure answers ``application/scim+json`` with the SCIM error schema:
+
+* a domain ``ScimError`` maps to its status (404, 409, 412, 503, else 400);
+* a store that cannot be written or reached (read-only or full data directory, lost
+  database connection, lock timeout) answers 503 with ``Retry-After``: the request was
+  not applied and may be retried as it is;
+* anything else is a bug: 500, logged with its traceback (never the request body or
+  its headers), and the request was not applied (every write is one atomic save).
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 
@@ -19,6 +30,10 @@ STATUS = {
     errors.PreconditionFailed: 412,
     errors.Conflict: 503,
 }
+MAX_DETAIL = 1000  # characters of detail; details may quote client input
+UNAVAILABLE_RETRY_AFTER = "5"
+# The operating system's way of saying the data directory cannot take a write.
+UNWRITABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO})
 
 
 class ScimHTTPError(falcon.HTTPError):
@@ -39,21 +54,63 @@ def handle_scim_error(req, resp, error: errors.ScimError, params) -> None:
     raise ScimHTTPError(status_of(error), error.detail, error.scim_type, headers)
 
 
+def unavailable() -> ScimHTTPError:
+    return ScimHTTPError(503, "the store is unavailable; the request was not applied, retry shortly",
+                         headers={"Retry-After": UNAVAILABLE_RETRY_AFTER})
+
+
+def store_unavailable(error: BaseException) -> bool:
+    """Is this the store (or the data directory) refusing work, rather than a bug?"""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in UNWRITABLE_ERRNOS:
+            return True
+        if isinstance(error, sqlite3.OperationalError):
+            return True  # read-only, disk full, I/O error, locked past the timeout
+        if _is_unavailable_psycopg(error) or _is_unavailable_eventsourcing(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _is_unavailable_psycopg(error: BaseException) -> bool:
+    try:
+        import psycopg
+        import psycopg.errors
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(error, (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction))
+
+
+def _is_unavailable_eventsourcing(error: BaseException) -> bool:
+    try:
+        from eventsourcing.persistence import OperationalError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(error, OperationalError)
+
+
 def handle_store_unavailable(req, resp, error: Exception, params) -> None:
-    log.warning("store unavailable: %s", type(error).__name__)
-    raise ScimHTTPError(503, "the store is unavailable; retry shortly", headers={"Retry-After": "5"})
+    log.warning("store unavailable: %s: %s", type(error).__name__, str(error)[:200])
+    raise unavailable()
 
 
 def handle_unexpected(req, resp, error: Exception, params) -> None:
     if isinstance(error, falcon.HTTPError):
         raise error
-    log.exception("unexpected error on %s %s", req.method, req.path)
+    if store_unavailable(error):
+        handle_store_unavailable(req, resp, error, params)
+    log.exception("unexpected error on %s %s", req.method, req.uri_template or "(no route)")
     raise ScimHTTPError(500, "internal error; the request was not applied")
 
 
 def serialize_error(req, resp, error: falcon.HTTPError) -> None:
     status = str(error.status_code)
-    body = {"schemas": [ERROR], "status": status, "detail": error.description or error.title}
+    detail = error.description or error.title
+    if len(detail) > MAX_DETAIL:
+        detail = detail[:MAX_DETAIL] + "…"
+    body = {"schemas": [ERROR], "status": status, "detail": detail}
     scim_type = getattr(error, "scim_type", None)
     if scim_type is None and isinstance(error, falcon.MediaMalformedError):
         scim_type = "invalidSyntax"

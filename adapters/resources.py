@@ -1,29 +1,27 @@
-"""Falcon resources for /Users and /Groups: thin translations of HTTP into service calls.
+"""Falcon resources for /Users, /Groups, /.search and /Me: thin translations of HTTP into
+service calls and directory queries.
 
 Every read catches the directory up to the log's head first; every write catches it up
-to the write's own position before answering from it (read-your-writes).
+to the write's own position before answering from it (read-your-writes). Every response
+that carries a resource honours ``attributes``/``excludedAttributes`` (RFC 7644 §3.9).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import falcon
 
 from adapters.errors import ScimHTTPError
-from adapters.rendering import etag, group_resource, list_response, user_resource
-from domain.errors import InvalidSyntax, InvalidValue, NotFound
-from domain.filter import parse_filter
-from domain.schemas import GROUP, PATCH_OP, USER, ResourceType
+from adapters.rendering import LazyMembers, etag, group_resource, is_lazy, stream_json, user_resource
+from adapters.search import DEFAULT_COUNT, MAX_COUNT, Query, Searcher  # noqa: F401  (re-exported)
+from domain.errors import InvalidSyntax, NotFound
+from domain.schemas import PATCH_OP, SEARCH_REQUEST, ResourceType
 from domain.selection import may_return, parse_attribute_list, select
 from domain.service import Written
-from projections.filter_sql import compile_filter, compile_sort
 
-DEFAULT_COUNT = 100
-MAX_COUNT = 1000
-MAX_START_INDEX = 2**62
 LARGE_GROUP = 1000  # PATCH on a bigger group answers 204 unless the client names attributes
+STREAMED_GROUP = 1000  # members of a bigger group are streamed, not built in memory
 
 
 @dataclass(frozen=True)
@@ -41,14 +39,20 @@ class Selection:
 
 
 class ScimResources:
-    """Everything /Users and /Groups share; ``User``/``Group`` subclasses say what differs."""
+    """Everything /Users and /Groups share; ``Users``/``Groups`` subclasses say what differs."""
 
-    rt: ResourceType
     table: str
+    kind: str
 
-    def __init__(self, runtime, base: str):
+    def __init__(self, runtime, base: str, searcher: Searcher | None = None):
         self.runtime = runtime
         self.base = base
+        self.searcher = searcher or Searcher(runtime)
+
+    @property
+    def rt(self) -> ResourceType:
+        schemas = self.runtime.ledger.schemas
+        return schemas.user if self.kind == "User" else schemas.group
 
     @property
     def ledger(self):
@@ -63,11 +67,11 @@ class ScimResources:
 
     # -- what subclasses provide ---------------------------------------------------
 
-    def render(self, req, row: tuple, selection: Selection) -> dict:
-        raise NotImplementedError
+    def render(self, req, row: tuple, selection) -> dict:
+        return self.render_page(req, [row], selection)[0]
 
-    def render_page(self, req, rows: list[tuple], selection: Selection) -> list[dict]:
-        return [self.render(req, row, selection) for row in rows]
+    def render_page(self, req, rows: list[tuple], selection) -> list[dict]:
+        raise NotImplementedError
 
     def row(self, tenant: str, resource_id: str) -> tuple | None:
         raise NotImplementedError
@@ -75,31 +79,17 @@ class ScimResources:
     # -- shared flows --------------------------------------------------------------
 
     def on_get_collection(self, req: falcon.Request, resp: falcon.Response) -> None:
-        selection = Selection.of(req)
-        start_index, count = _paging(req)
-        where, params = "", []
-        text = req.get_param("filter")
-        if text is not None:
-            where, params = compile_filter(self.rt, parse_filter(text))
-        order_by, descending = None, False
-        sort_by = req.get_param("sortBy")
-        if sort_by:
-            order_by = compile_sort(self.rt, _sort_path(sort_by))
-            descending = (req.get_param("sortOrder") or "ascending").lower() == "descending"
-        self.directory.catch_up()
-        total, rows = self.directory.search(
-            self.table, req.context.tenant, where, params, order_by, descending, start_index - 1, count
-        )
-        resources = [select(self.rt, r, selection.attributes, selection.excluded) for r in self.render_page(req, rows, selection)]
-        resp.media = list_response(resources, total, start_index)
+        self.searcher.respond(req, resp, [self], Query.from_params(req))
+
+    def on_post_search(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.searcher.respond(req, resp, [self], Query.from_body(_object_body(req)))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         self.directory.catch_up()
         row = self._existing_row(req, resource_id)
-        tag = etag(row[3])
-        if req.if_none_match and any(str(t) == tag.split('"')[1] or t == "*" for t in req.if_none_match):
+        if _matches(req.if_none_match, row[3]):
             resp.status = falcon.HTTP_304
-            resp.set_header("ETag", tag)
+            resp.set_header("ETag", etag(row[3]))
             return
         self._answer(req, resp, row)
 
@@ -144,12 +134,18 @@ class ScimResources:
         selection = Selection.of(req)
         resp.status = status
         resp.set_header("ETag", etag(row[3]))
-        resp.media = select(self.rt, self.render(req, row, selection), selection.attributes, selection.excluded)
+        resp.set_header("Content-Location", f"{self.base_url(req)}{self.rt.endpoint}/{row[0]}")
+        body = select(self.rt, self.render(req, row, selection), selection.attributes, selection.excluded)
+        if is_lazy(body):
+            resp.content_type = "application/scim+json"
+            resp.stream = stream_json(body)
+        else:
+            resp.media = body
 
 
 class Users(ScimResources):
-    rt = USER
     table = "users"
+    kind = "User"
 
     def create(self, *args) -> Written:
         return self.ledger.provision_user(*args)
@@ -166,19 +162,16 @@ class Users(ScimResources):
     def row(self, tenant, resource_id):
         return self.directory.user_row(tenant, resource_id)
 
-    def render(self, req, row, selection):
-        return self.render_page(req, [row], selection)[0]
-
     def render_page(self, req, rows, selection):
         base = self.base_url(req)
-        wants_groups = _shows(USER, "groups", selection)
+        wants_groups = may_return(self.rt, "groups", selection.attributes, selection.excluded)
         groups = self.directory.groups_of_users([r[0] for r in rows]) if wants_groups and rows else {}
         return [user_resource(row, base, groups.get(row[0], ())) for row in rows]
 
 
 class Groups(ScimResources):
-    rt = GROUP
     table = "groups"
+    kind = "Group"
 
     def create(self, *args) -> Written:
         return self.ledger.create_group(*args)
@@ -195,9 +188,22 @@ class Groups(ScimResources):
     def row(self, tenant, resource_id):
         return self.directory.group_row(tenant, resource_id)
 
-    def render(self, req, row, selection):
-        members = self.directory.members(row[0]) if _shows(GROUP, "members", selection) else None
-        return group_resource(row, self.base_url(req), members)
+    def render_page(self, req, rows, selection):
+        base = self.base_url(req)
+        if not may_return(self.rt, "members", selection.attributes, selection.excluded):
+            return [group_resource(row, base) for row in rows]
+        return [group_resource(row, base, self._members(row[0], base, selection)) for row in rows]
+
+    def _members(self, group_id: str, base: str, selection):
+        """A small group's members as a list; a large one's read while the answer is written."""
+        if self.directory.member_count(group_id) <= STREAMED_GROUP:
+            return list(self.directory.members(group_id))
+        rt, directory = self.rt, self.directory
+
+        def narrow(chunk: list) -> list:
+            return select(rt, {"members": chunk}, selection.attributes, selection.excluded).get("members", [])
+
+        return LazyMembers(lambda: directory.members(group_id), base, narrow)
 
     def answers_patch_without_body(self, req, resource_id: str) -> bool:
         # Entra never reads members back; serialising a huge member list per change
@@ -205,34 +211,39 @@ class Groups(ScimResources):
         return not req.get_param("attributes") and self.directory.member_count(resource_id) > LARGE_GROUP
 
 
-def _shows(rt: ResourceType, name: str, selection: Selection) -> bool:
-    return may_return(rt, name, selection.attributes, selection.excluded)
+class RootSearch:
+    """``POST /.search`` and ``GET /``: a query across every resource type (RFC 7644 §3.4.2.1)."""
+
+    def __init__(self, endpoints: list[ScimResources], searcher: Searcher):
+        self.endpoints = endpoints
+        self.searcher = searcher
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.searcher.respond(req, resp, self.endpoints, Query.from_params(req))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.searcher.respond(req, resp, self.endpoints, Query.from_body(_object_body(req)))
 
 
-def _paging(req: falcon.Request) -> tuple[int, int]:
-    start_index = _int_param(req, "startIndex", 1)
-    count = _int_param(req, "count", DEFAULT_COUNT)
-    # RFC 7644 §3.4.2.4: below 1 means 1; a negative count means 0.
-    return min(max(start_index, 1), MAX_START_INDEX), min(max(count, 0), MAX_COUNT)
+class Me:
+    """``/Me`` (RFC 7644 §3.11): a bearer token here is a provisioning client, not a user,
+    so there is no "authenticated subject" to alias; 501 as the RFC allows."""
+
+    def _refuse(self, req, resp, **_):
+        if req.method in ("POST", "PUT", "PATCH"):
+            req.get_media()  # a malformed body is refused as such (400/413) first
+        raise ScimHTTPError(
+            501, "/Me is not supported: this token authenticates a provisioning client, not a User resource"
+        )
+
+    on_get = on_put = on_patch = on_delete = on_post = _refuse
 
 
-def _int_param(req: falcon.Request, name: str, default: int) -> int:
-    text = req.get_param(name)
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidValue(f"{name} must be an integer, not {text[:40]!r}") from None
-
-
-def _sort_path(text: str):
-    from domain.filter import parse_path
-
-    try:
-        return parse_path(text).attr
-    except Exception:
-        raise InvalidValue(f"sortBy {text[:80]!r} is not an attribute path") from None
+def _matches(if_none_match, version: int) -> bool:
+    """Does an If-None-Match header name this version (``W/"3"``, ``"3"``) or ``*``?"""
+    if not if_none_match:
+        return False
+    return any(tag == "*" or str(tag) == str(version) for tag in if_none_match)
 
 
 def _object_body(req: falcon.Request) -> dict:
@@ -250,12 +261,24 @@ def _operations(req: falcon.Request) -> list:
     return operations
 
 
+def expected_version(tag_text: str | None) -> int | None:
+    """The version an If-Match value (or a bulk operation's ``version``) names; None for ``*``."""
+    if tag_text is None or tag_text.strip() in ("", "*"):
+        return None
+    text = tag_text.strip()
+    text = text[2:] if text[:2] in ("W/", "w/") else text
+    text = text.strip('"')
+    if not text.isdigit():
+        raise ScimHTTPError(412, f"version {tag_text[:40]!r} names no version of this resource", "invalidVers")
+    return int(text)
+
+
 def _expected_version(req: falcon.Request) -> int | None:
     """The version named by If-Match (``W/"3"`` or ``"3"``); None for none or ``*``."""
     tags = req.if_match
     if not tags or tags == ["*"] or "*" in tags:
         return None
-    try:
-        return int(str(tags[0]))
-    except ValueError:
-        raise ScimHTTPError(412, f"If-Match {str(tags[0])[:40]!r} names no version of this resource", "invalidVers") from None
+    return expected_version(str(tags[0]))
+
+
+__all__ = ["Users", "Groups", "RootSearch", "Me", "Selection", "MAX_COUNT", "DEFAULT_COUNT", "SEARCH_REQUEST"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import time
 from pathlib import Path
 
 from adapters.store import data_dir, open_ledger, store_url
 from domain.service import Ledger
+from projections.audit import AuditLog
 from projections.directory import Directory
 
 
@@ -14,9 +18,60 @@ class Runtime:
         self.data = data_dir(str(data) if data else None)
         self.store = store_url(store)
         self.ledger: Ledger = open_ledger(self.data, self.store)
+        set_aside_if_corrupt(self.data / "directory.sqlite3")
         self.directory = Directory(self.data / "directory.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode)
         self.ledger.facts = self.directory
+        self.ledger.schemas = configured_schemas()  # + operator extension schemas (issue 3)
+        # Caught up lazily, by audit queries and replay: not on the SCIM write path.
+        self.audit = AuditLog(self.data / "audit.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode)
 
     def close(self) -> None:
+        self.audit.close()
         self.directory.close()
         self.ledger.close()
+
+
+def configured_schemas():
+    """The resource types, extended by the schema files ``SCIMLEDGER_SCHEMAS`` names
+    (``scimledger serve --schemas`` sets it); a bad file stops the start with its reason."""
+    import os
+
+    from domain import custom_schemas
+
+    paths = custom_schemas.paths_from(os.environ.get(custom_schemas.ENV))
+    if not paths:
+        return custom_schemas.DEFAULT_SCHEMAS
+    try:
+        return custom_schemas.load(paths)
+    except custom_schemas.SchemaFileError as error:
+        raise SystemExit(f"{custom_schemas.ENV}: {error}") from None
+
+
+def set_aside_if_corrupt(path: Path) -> bool:
+    """A directory file that SQLite finds damaged (truncated, overwritten, half-copied) is
+    moved aside as ``<name>.corrupt-<time>`` with its -wal/-shm, so the directory is
+    rebuilt from the event log instead of failing every request. True if it was."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return False  # locked or unreadable: not evidence of damage; let the open report it
+    except sqlite3.DatabaseError as error:
+        verdict = str(error)
+    if verdict == "ok":
+        return False
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}")
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+        except FileNotFoundError:
+            pass
+    logging.getLogger("scimledger").warning(
+        "directory %s is damaged (%s); moved aside to %s, rebuilding it from the event log", path, verdict[:200], aside
+    )
+    return True

@@ -25,21 +25,32 @@ class ScimLedgerServer(BaseApplication):
 
     def load(self):  # runs in each worker, after the fork
         from adapters.app import collapse_slashes, create_app
+        from adapters.readiness import Readiness
 
-        return collapse_slashes(create_app(Runtime(self.data, self.store)))
+        runtime = Runtime(self.data, self.store)
+        # Build (or catch up) the directory from the log in the background; /readyz says
+        # 503 until that is done, /healthz answers at once.
+        runtime.readiness = Readiness(runtime).start()
+        return collapse_slashes(create_app(runtime))
 
 
 def prepare(runtime: Runtime, base_url: str) -> None:
-    """Catch the projection up, honour SCIMLEDGER_BOOTSTRAP_TOKEN, and on a data
-    directory with no token yet issue one and print it once."""
-    from adapters.cli import issue_token
+    """Honour SCIMLEDGER_BOOTSTRAP_TOKEN, and on a store with no token yet issue one and
+    print it once.
 
-    runtime.directory.catch_up()
+    Asks the event log, not the directory: a new node joining a shared store starts with
+    an empty directory, which its workers build in the background (``/readyz`` says 503
+    until then), so the arbiter neither waits for that nor mistakes it for a fresh store.
+    """
+    from adapters.cli import OPERATOR_CAUSE, issue_token
+    from adapters.tokens import hash_secret
+
     bootstrap = os.environ.get("SCIMLEDGER_BOOTSTRAP_TOKEN")
     if bootstrap:
-        issue_token(runtime, "default", "scim", "bootstrap", secret=bootstrap)
+        cause = {**OPERATOR_CAUSE, "tenant": "default", "user": os.environ.get("USER", "")}
+        runtime.ledger.issue_token("default", "bootstrap", "scim", hash_secret(bootstrap), None, cause)
         print(f"Tenant URL:   {base_url}/scim/v2\nSecret Token: (from SCIMLEDGER_BOOTSTRAP_TOKEN)", flush=True)
-    elif not runtime.directory.tokens():
+    elif not _log_has_tokens(runtime):
         secret = issue_token(runtime, "default", "scim", "first token")
         print(
             f"Tenant URL:   {base_url}/scim/v2\nSecret Token: {secret}\n"
@@ -50,7 +61,21 @@ def prepare(runtime: Runtime, base_url: str) -> None:
         print(f"Tenant URL:   {base_url}/scim/v2   (tokens: `scimledger token list`)", flush=True)
 
 
+def _log_has_tokens(runtime: Runtime) -> bool:
+    from domain.model import Token
+
+    topic = f"{Token.Issued.__module__}:{Token.Issued.__qualname__}"
+    return bool(runtime.ledger.recorder.select_notifications(start=1, limit=1, topics=[topic]))
+
+
 def serve(args) -> int:
+    import logging.config
+
+    from adapters.logs import logging_config, prepare_multiprocess_dir
+
+    # JSON log lines from the start (the arbiter's own messages too); gunicorn re-applies it.
+    log_config = logging_config(os.environ.get("SCIMLEDGER_LOG_LEVEL", "info"))
+    logging.config.dictConfig(log_config)
     runtime = Runtime(args.data, args.store)
     try:
         prepare(runtime, f"http://{args.host}:{args.port}")
@@ -67,5 +92,12 @@ def serve(args) -> int:
         "timeout": 60,
         "graceful_timeout": 10,
     }
+    # Logs: JSON lines on stderr, one per request (adapters.observability); metrics: the
+    # workers' counters in prometheus-client's multiprocess files under <data>/metrics.
+    prepare_multiprocess_dir(runtime.data)
+    options["logconfig_dict"] = log_config
+    from adapters.ratelimit import apply_serve_defaults
+
+    apply_serve_defaults()  # rate limits: the documented defaults unless set (docs/operations.md)
     ScimLedgerServer(options, str(runtime.data), runtime.store).run()
     return 0

@@ -1,18 +1,54 @@
 """Event-store configuration: SQLite under the data directory by default, or PostgreSQL.
 
 The application (and so every connection) is built per process, after gunicorn forks.
+
+A PostgreSQL store is given as a URL, by ``--store`` or ``SCIMLEDGER_STORE``::
+
+    postgresql://user:password@host:5432/dbname?schema=scim&lock_timeout=5&statement_timeout=10
+
+Query parameters (all optional):
+
+==================== ======= ===================================================================
+``schema``           public  the PostgreSQL schema holding the tables (created if missing)
+``lock_timeout``     5       seconds a write waits for the event table's lock (the library's
+                             default, 0, waits forever)
+``statement_timeout`` 10     seconds any one statement may run (0: no limit)
+``connect_timeout``  3       seconds to open a connection (libpq)
+``pool_wait``        1       seconds a request waits for a pooled connection
+``pool_size``        4       connections kept open per worker process (+ ``max_overflow``, 4)
+``max_overflow``     4
+``idle_in_transaction_timeout`` 5  seconds, then PostgreSQL ends a session stuck in a transaction
+==================== ======= ===================================================================
+
+The same settings can also come from the environment as the library's ``POSTGRES_*`` keys
+(``POSTGRES_LOCK_TIMEOUT``, ``POSTGRES_POOL_SIZE``, ...) or ``SCIMLEDGER_PG_*`` (see
+``adapters.pgstore``); a URL parameter wins over the environment, which wins over the
+defaults above.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.utils import get_topic
 
+from adapters import pgstore, schema_version
 from adapters.transcoder import OrjsonTranscoder
 from domain.service import DirectoryFacts, Ledger
+
+# URL query parameter -> (eventsourcing/pgstore env key, default)
+PG_SETTINGS = {
+    "lock_timeout": ("POSTGRES_LOCK_TIMEOUT", "5"),
+    "statement_timeout": (pgstore.STATEMENT_TIMEOUT, "10"),
+    "connect_timeout": (pgstore.CONNECT_TIMEOUT, "3"),
+    "pool_wait": (pgstore.POOL_WAIT, "1"),
+    "pool_size": ("POSTGRES_POOL_SIZE", "4"),
+    "max_overflow": ("POSTGRES_MAX_OVERFLOW", "4"),
+    "idle_in_transaction_timeout": ("POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT", "5"),
+}
 
 
 def data_dir(explicit: str | None = None) -> Path:
@@ -33,24 +69,90 @@ def store_env(data: Path, url: str | None) -> dict:
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ValueError(f"unsupported store URL scheme {parts.scheme!r}: use sqlite or postgresql")
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    unknown = set(query) - set(PG_SETTINGS) - {"schema"}
+    if unknown:
+        raise ValueError(f"unknown store URL parameter(s): {', '.join(sorted(unknown))}")
     env |= {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
+        "PERSISTENCE_MODULE": get_topic(pgstore.Factory),
+        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
-        "POSTGRES_LOCK_TIMEOUT": "5",
-        "POSTGRES_POOL_SIZE": "4",
-        "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_PRE_PING": "y",
     }
-    schema = parse_qs(parts.query).get("schema")
-    if schema:
-        env["POSTGRES_SCHEMA"] = schema[0]
+    for name, (key, default) in PG_SETTINGS.items():
+        value = query.get(name) or os.environ.get(key) or default
+        _check_number(name, value, integer=key.startswith("POSTGRES_") or name == "connect_timeout")
+        env[key] = value
+    if query.get("schema"):
+        env["POSTGRES_SCHEMA"] = query["schema"]
     return env
 
 
+def _check_number(name: str, value: str, integer: bool) -> None:
+    try:
+        number = int(value) if integer else float(value)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ValueError(f"store URL parameter {name}={value!r}: expected {kind} (seconds or a count)") from None
+    if number < 0:
+        raise ValueError(f"store URL parameter {name}={value!r} must not be negative")
+
+
+def is_postgres(env: dict) -> bool:
+    return env.get("PERSISTENCE_MODULE") == get_topic(pgstore.Factory)
+
+
 def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None) -> Ledger:
+    """The ledger on the configured store, after checking the store's schema version.
+
+    Raises ``schema_version.UnknownSchemaVersion`` (a SystemExit with a clear message) when
+    the store was stamped by a scimledger with a layout this one does not know.
+    """
     data.mkdir(parents=True, exist_ok=True)  # the projections live here whatever the store
-    return Ledger(env=store_env(data, url), facts=facts)
+    env = store_env(data, url)
+    try:
+        with _stamped(env):
+            return Ledger(env=env, facts=facts)  # creates the library's tables on first use
+    except _unreachable() as error:
+        raise StoreUnreachable(_redacted(url), error) from error
+
+
+class StoreUnreachable(SystemExit):
+    """The store cannot be reached when a command starts: a clear message, exit status 1."""
+
+    def __init__(self, where: str, error: Exception):
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        super().__init__(f"scimledger: cannot open the event store {where}: {detail}")
+
+
+def _unreachable() -> tuple[type[Exception], ...]:
+    import sqlite3
+
+    import psycopg
+    from eventsourcing.persistence import InterfaceError, OperationalError
+
+    return (psycopg.OperationalError, OperationalError, InterfaceError, sqlite3.OperationalError)
+
+
+def _redacted(url: str | None) -> str:
+    """The store URL without its password, fit for messages and logs."""
+    if not url:
+        return "(SQLite in the data directory)"
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return parts.geturl()
+
+
+def _stamped(env: dict):
+    if is_postgres(env):
+        return schema_version.stamped_postgres(schema_version.pg_conninfo(env), env.get("POSTGRES_SCHEMA") or "public")
+    path = env.get("SQLITE_DBNAME", "")
+    if path and ":memory:" not in path and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return schema_version.stamped_sqlite(path)
+    return nullcontext()

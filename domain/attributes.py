@@ -327,11 +327,16 @@ def normalize(rt: ResourceType, body: dict) -> dict:
 
 
 def missing_required(rt: ResourceType, attributes: dict) -> list[str]:
-    """Names of the required attributes of ``rt`` that ``attributes`` lacks or leaves empty."""
+    """Names of the required attributes of ``rt`` that ``attributes`` lacks or leaves empty.
+
+    An extension's required attributes are required of a resource that has the extension
+    (RFC 7643 §3.3: extensions are optional, ``schemaExtensions.required`` false)."""
     return [
-        location.name
+        location.name if location.extension is None else f"{location.extension}:{location.name}"
         for location in locations(rt)
-        if location.attribute.required and not _has_content(location.attribute, fetch(attributes, location))
+        if location.attribute.required
+        and (location.extension is None or location.extension in attributes)
+        and not _has_content(location.attribute, fetch(attributes, location))
     ]
 
 

@@ -27,7 +27,7 @@ def flatten(attributes: dict, extension_uris: tuple[str, ...]) -> dict:
     (``<urn>:<attr>``): the granularity at which changes are recorded."""
     flat = {}
     for name, value in attributes.items():
-        if name in extension_uris and isinstance(value, dict):
+        if _is_extension(name, extension_uris) and isinstance(value, dict):
             for sub_name, sub_value in value.items():
                 flat[f"{name}:{sub_name}"] = sub_value
         else:
@@ -37,10 +37,10 @@ def flatten(attributes: dict, extension_uris: tuple[str, ...]) -> dict:
 
 def apply_changes(attributes: dict, changes: dict, extension_uris: tuple[str, ...]) -> dict:
     """The inverse of ``flatten`` for a set of changes; ``None`` removes."""
-    result = {k: (dict(v) if k in extension_uris and isinstance(v, dict) else v) for k, v in attributes.items()}
+    result = {k: (dict(v) if _is_extension(k, extension_uris) and isinstance(v, dict) else v) for k, v in attributes.items()}
     for path, value in changes.items():
         uri, _, sub_name = path.rpartition(":")
-        if uri in extension_uris:
+        if _is_extension(uri, extension_uris):
             extension = result.setdefault(uri, {})
             if value is None:
                 extension.pop(sub_name, None)
@@ -53,6 +53,13 @@ def apply_changes(attributes: dict, changes: dict, extension_uris: tuple[str, ..
         else:
             result[path] = value
     return result
+
+
+def _is_extension(key: str, extension_uris: tuple[str, ...]) -> bool:
+    """An extension's object is kept under its schema URN; core attribute names never hold
+    a colon. So any ``urn:`` key is one, whether or not this process configured its schema
+    (operator-configured extensions, domain.custom_schemas): events replay the same either way."""
+    return key in extension_uris or key.startswith("urn:")
 
 
 def diff(old: dict, new: dict, extension_uris: tuple[str, ...]) -> dict:
@@ -94,7 +101,9 @@ class User(Resource):
                 self._reactivated(cause=cause)
             else:
                 self._deactivated(cause=cause)
-        changes = {p: v for p, v in self._changes_to(new_attributes).items() if p != "active"}
+        # After those events only a change of presence is left of `active` (a PATCH that
+        # removes it: unassigned, which counts as active), recorded like any attribute.
+        changes = self._changes_to(new_attributes)
         if changes:
             self._attributes_changed(changes=changes, cause=cause)
 
@@ -117,6 +126,20 @@ class User(Resource):
     @event("Deprovisioned")
     def _deprovisioned(self, cause: Cause) -> None:
         self.deleted = True
+
+    erased = False  # a plain class default, so users stored before erasure existed load too
+
+    def erase_personal_data(self, reason: str, cause: Cause) -> None:
+        """Right to erasure (docs/audit.md): from now on this user's attribute values are
+        forgotten, and projections redact every value they hold of it. Only for a user
+        already deprovisioned: the application deprovisions first."""
+        if not self.erased:
+            self._personal_data_erased(reason=reason, cause=cause)
+
+    @event("PersonalDataErased")
+    def _personal_data_erased(self, reason: str, cause: Cause) -> None:
+        self.attributes = {}
+        self.erased = True
 
 
 class Group(Resource):

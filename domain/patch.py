@@ -336,6 +336,19 @@ def _check_writable(attribute: Attribute, label: str) -> None:
         raise Mutability(f"'{label}' is read-only")
 
 
+def carry_immutable(rt: ResourceType, before: dict, after: dict) -> dict:
+    """PUT (RFC 7644 §3.5.1) of ``after`` over ``before``: an immutable attribute the body
+    leaves out keeps its value; one it gives must match the value already set."""
+    result = copy.deepcopy(after)
+    for location in locations(rt):
+        if location.attribute.mutability == "immutable" and fetch(result, location) is None:
+            old = fetch(before, location)
+            if old is not None:
+                store(result, location, copy.deepcopy(old))
+    _check_immutable(rt, before, result)
+    return result
+
+
 def _check_immutable(rt: ResourceType, before: dict, after: dict) -> None:
     """Immutable attributes may be set once, and re-sent unchanged, but never changed."""
     for location in locations(rt):

@@ -154,7 +154,8 @@ USER_SCHEMA = Schema(
             multi_valued=True,
             required=True,
             sub_attributes=(
-                Attribute("value"),
+                # Required with emails: an email element without an address says nothing.
+                Attribute("value", required=True),
                 Attribute("display"),
                 Attribute("type", canonical_values=("work", "home", "other")),
                 Attribute("primary", "boolean"),
@@ -287,3 +288,34 @@ USER = ResourceType("User", "/Users", USER_SCHEMA, (ENTERPRISE_USER_SCHEMA,))
 GROUP = ResourceType("Group", "/Groups", GROUP_SCHEMA)
 RESOURCE_TYPES = (USER, GROUP)
 SCHEMAS = (USER_SCHEMA, GROUP_SCHEMA, ENTERPRISE_USER_SCHEMA)
+BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+
+
+@dataclass(frozen=True)
+class SchemaSet:
+    """The resource types one server serves: the built-in ones, plus any extension schemas
+    the operator configured (``domain.custom_schemas``)."""
+
+    user: ResourceType = USER
+    group: ResourceType = GROUP
+
+    @property
+    def resource_types(self) -> tuple[ResourceType, ...]:
+        return (self.user, self.group)
+
+    @property
+    def schemas(self) -> tuple[Schema, ...]:
+        seen: dict[str, Schema] = {}
+        for rt in self.resource_types:
+            seen.setdefault(rt.core.id, rt.core)
+        for rt in self.resource_types:
+            for extension in rt.extensions:
+                seen.setdefault(extension.id, extension)
+        return tuple(seen.values())
+
+    def by_name(self, name: str) -> ResourceType | None:
+        return next((rt for rt in self.resource_types if rt.name.lower() == name.lower()), None)
+
+
+DEFAULT_SCHEMAS = SchemaSet()

@@ -9,6 +9,7 @@ last event so callers can catch their projections up to it (read-your-writes).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, TypeVar
@@ -17,11 +18,13 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from domain.attributes import missing_required, normalize, parse_members
-from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed, Uniqueness
+from domain.attributes import fetch, locations, missing_required, normalize, parse_members
+from domain.batch import Batch
+from domain.bulk import BulkOperation, BulkOutcome, run_operations
+from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed, ScimError, Uniqueness
 from domain.model import Cause, Group, NameClaim, Resource, Tenant, Token, User
-from domain.patch import apply_patch
-from domain.schemas import GROUP, USER
+from domain.patch import apply_patch, carry_immutable
+from domain.schemas import DEFAULT_SCHEMAS, ResourceType, SchemaSet
 
 MAX_ATTEMPTS = 12
 T = TypeVar("T")
@@ -58,35 +61,52 @@ class Written:
 class Ledger(Application):
     name = "ledger"
     snapshotting_intervals = {User: 200, Group: 200}
+    # Observers the adapters may set (metrics): events recorded by a save, a retried conflict.
+    on_recorded: Callable[[int], None] | None = None
+    on_retry: Callable[[], None] | None = None
+    # The resource types served: the built-in ones unless the runtime configured more.
+    schemas: SchemaSet = DEFAULT_SCHEMAS
 
     def __init__(self, env: dict | None = None, facts: DirectoryFacts | None = None):
         super().__init__(env=env)
         self.facts = facts
+        self._thread = threading.local()  # the Batch open on this thread, if any (run_bulk)
 
     # -- users ---------------------------------------------------------------------
 
     def provision_user(self, tenant: str, body: dict, cause: Cause) -> Written:
-        attributes = normalize(USER, body)
-        _require(USER, attributes)
+        rt = self.schemas.user
+        attributes = normalize(rt, body)
+        _require(rt, attributes)
         attributes.setdefault("active", True)
 
         def attempt() -> Written:
             user = User(tenant=tenant, attributes=attributes, cause=cause)
-            claim = self._claim("user", tenant, user.user_name, str(user.id), cause)
-            return self._save(user, user, claim)
+            claims = self._unique_claims(rt, tenant, {}, attributes, str(user.id), cause)
+            return self._save(user, user, *claims)
 
         return self._retrying(attempt)
 
     def replace_user(self, tenant: str, user_id: str, body: dict, cause: Cause, expected_version: int | None = None) -> Written:
-        attributes = normalize(USER, body)
-        _require(USER, attributes)
+        """PUT (RFC 7644 §3.5.1): the body replaces every writable attribute; readOnly ones
+        in it are ignored, immutable ones must match what is set (omitted, they stay)."""
+        rt = self.schemas.user
+        attributes = normalize(rt, body)
         attributes.setdefault("active", True)
-        return self._change_user(tenant, user_id, lambda _: attributes, cause, expected_version)
+
+        def replaced(user: User) -> dict:
+            new = carry_immutable(rt, user.attributes, attributes)
+            _require(rt, new)
+            return new
+
+        return self._change_user(tenant, user_id, replaced, cause, expected_version)
 
     def patch_user(self, tenant: str, user_id: str, operations: list, cause: Cause, expected_version: int | None = None) -> Written:
+        rt = self.schemas.user
+
         def patched(user: User) -> dict:
-            attributes = apply_patch(USER, user.attributes, operations).attributes
-            _require(USER, attributes)
+            attributes = apply_patch(rt, user.attributes, operations).attributes
+            _require(rt, attributes)
             return attributes
 
         return self._change_user(tenant, user_id, patched, cause, expected_version)
@@ -94,22 +114,41 @@ class Ledger(Application):
     def deprovision_user(self, tenant: str, user_id: str, cause: Cause, expected_version: int | None = None) -> Written:
         def attempt() -> Written:
             user = self._live(User, tenant, user_id, expected_version)
-            user.deprovision(cause)
-            claim = self._get(NameClaim.id_for("user", tenant, user.user_name))
-            claim.release(cause)
-            groups = [self._get(UUID(g)) for g in self._facts().groups_of(tenant, user_id)]
-            for group in groups:
-                group.remove_members([user_id], {user_id}, cause)
-            return self._save(user, user, claim, *groups)
+            return self._save(user, user, *self._deprovisioning(user, cause))
 
         return self._retrying(attempt)
+
+    def erase_user(self, user_id: str, reason: str, cause: Cause) -> Written:
+        """Erase a person's personal data (docs/audit.md): deprovision the user if still
+        live, then record ``User.PersonalDataErased``, which the projections honour."""
+
+        def attempt() -> Written:
+            user = self._get(_uuid(user_id))
+            if not isinstance(user, User):
+                raise NotFound(f"User {user_id} not found")
+            others = [] if user.deleted else self._deprovisioning(user, cause)
+            user.erase_personal_data(reason, cause)
+            return self._save(user, user, *others)
+
+        return self._retrying(attempt)
+
+    def _deprovisioning(self, user: User, cause: Cause) -> list:
+        """Deprovision ``user``: free its userName and take it out of its groups; returns
+        the other aggregates that changed."""
+        user_id = str(user.id)
+        claims = self._unique_claims(self.schemas.user, user.tenant, user.attributes, {}, user_id, cause)
+        user.deprovision(cause)
+        groups = [self._get(UUID(g)) for g in self._facts().groups_of(user.tenant, user_id)]
+        for group in groups:
+            group.remove_members([user_id], {user_id}, cause)
+        return [*claims, *groups]
 
     def _change_user(self, tenant, user_id, new_attributes: Callable[[User], dict], cause, expected_version) -> Written:
         def attempt() -> Written:
             user = self._live(User, tenant, user_id, expected_version)
-            old_name = user.user_name
-            user.change(new_attributes(user), cause)
-            claims = self._rename_claims("user", tenant, old_name, user.user_name, user_id, cause)
+            new = new_attributes(user)
+            claims = self._unique_claims(self.schemas.user, tenant, user.attributes, new, user_id, cause)
+            user.change(new, cause)
             return self._save(user, user, *claims)
 
         return self._retrying(attempt)
@@ -117,38 +156,43 @@ class Ledger(Application):
     # -- groups --------------------------------------------------------------------
 
     def create_group(self, tenant: str, body: dict, cause: Cause) -> Written:
+        rt = self.schemas.group
         members = _members_from_body(body)
-        attributes = normalize(GROUP, body)
-        _require(GROUP, attributes)
+        attributes = normalize(rt, body)
+        _require(rt, attributes)
 
         def attempt() -> Written:
+            resolved = self._resolve_members(tenant, members)
             group = Group(tenant=tenant, attributes=attributes, cause=cause)
-            claim = self._claim("group", tenant, group.display_name, str(group.id), cause)
-            if members:
-                group.add_members(self._resolve_members(tenant, members), set(), cause)
-            return self._save(group, group, claim)
+            claims = self._unique_claims(rt, tenant, {}, attributes, str(group.id), cause)
+            if resolved:
+                group.add_members(resolved, set(), cause)
+            return self._save(group, group, *claims)
 
         return self._retrying(attempt)
 
     def replace_group(self, tenant: str, group_id: str, body: dict, cause: Cause, expected_version: int | None = None) -> Written:
+        rt = self.schemas.group
         members = _members_from_body(body)
-        attributes = normalize(GROUP, body)
-        _require(GROUP, attributes)
+        attributes = normalize(rt, body)
 
         def attempt() -> Written:
             group = self._live(Group, tenant, group_id, expected_version)
+            new = carry_immutable(rt, group.attributes, attributes)
+            _require(rt, new)
             current = self._facts().all_members(group_id, group.version)
             wanted = self._resolve_members(tenant, members)
             wanted_ids = {m["value"] for m in wanted}
-            return self._change_group(group, attributes, [m for m in current if m not in wanted_ids], current, wanted, cause)
+            return self._change_group(group, new, [m for m in current if m not in wanted_ids], current, wanted, cause)
 
         return self._retrying(attempt)
 
     def patch_group(self, tenant: str, group_id: str, operations: list, cause: Cause, expected_version: int | None = None) -> Written:
         def attempt() -> Written:
             group = self._live(Group, tenant, group_id, expected_version)
-            outcome = apply_patch(GROUP, group.attributes, operations)
-            _require(GROUP, outcome.attributes)
+            rt = self.schemas.group
+            outcome = apply_patch(rt, group.attributes, operations)
+            _require(rt, outcome.attributes)
             facts = self._facts()
             added = self._resolve_members(tenant, outcome.members_added)
             if outcome.members_cleared:
@@ -166,20 +210,18 @@ class Ledger(Application):
     def delete_group(self, tenant: str, group_id: str, cause: Cause, expected_version: int | None = None) -> Written:
         def attempt() -> Written:
             group = self._live(Group, tenant, group_id, expected_version)
+            claims = self._unique_claims(self.schemas.group, tenant, group.attributes, {}, group_id, cause)
             group.delete(cause)
-            claim = self._get(NameClaim.id_for("group", tenant, group.display_name))
-            claim.release(cause)
-            return self._save(group, group, claim)
+            return self._save(group, group, *claims)
 
         return self._retrying(attempt)
 
     def _change_group(self, group: Group, attributes: dict, removed: list[str], current: set[str], added: list[dict], cause: Cause) -> Written:
-        old_name = group.display_name
+        claims = self._unique_claims(self.schemas.group, group.tenant, group.attributes, attributes, str(group.id), cause)
         group.change(attributes, cause)
         group.remove_members(removed, current, cause)
         still_in = current - set(removed)
         group.add_members(added, still_in, cause)
-        claims = self._rename_claims("group", group.tenant, old_name, group.display_name, str(group.id), cause)
         return self._save(group, group, *claims)
 
     def _resolve_members(self, tenant: str, members: list[dict]) -> list[dict]:
@@ -192,6 +234,38 @@ class Ledger(Application):
         if unknown:
             raise InvalidValue(f"members: no user or group with id {', '.join(unknown[:5])}")
         return [{"value": i, "type": live[i]} for i in ids]
+
+    # -- bulk ----------------------------------------------------------------------
+
+    def run_bulk(self, tenant: str, operations: list[BulkOperation], cause: Cause,
+                 fail_on_errors: int | None = None) -> tuple[list[BulkOutcome], int | None]:
+        """A SCIM bulk request (RFC 7644 §3.7): every operation through its use case above,
+        all of them recorded in one ``save()`` (one store transaction).
+
+        An operation that fails leaves no trace and is reported in its outcome; the others
+        still apply, until ``fail_on_errors`` errors stop the run. A version conflict with
+        another writer re-runs the whole request. Returns the outcomes in request order
+        (operations never run are left out) and the log position of the last event.
+        """
+
+        def attempt() -> tuple[list[BulkOutcome], int | None]:
+            batch = Batch(self.repository.get, self._facts())
+            self._thread.batch = batch
+            try:
+                outcomes = run_operations(self, tenant, operations, cause, fail_on_errors, batch)
+            finally:
+                self._thread.batch = None
+            if not batch.events:
+                return outcomes, None
+            recordings = self.save(*batch.events)
+            if recordings and self.on_recorded:
+                self.on_recorded(len(recordings))
+            return outcomes, recordings[-1].notification.id if recordings else None
+
+        return self._retrying(attempt)
+
+    def _batch(self) -> Batch | None:
+        return getattr(getattr(self, "_thread", None), "batch", None)
 
     # -- tenants and tokens --------------------------------------------------------
 
@@ -232,13 +306,21 @@ class Ledger(Application):
     # -- plumbing ------------------------------------------------------------------
 
     def _facts(self) -> DirectoryFacts:
+        batch = self._batch()
+        if batch is not None:
+            return batch.facts
         if self.facts is None:
             raise RuntimeError("this Ledger was built without a directory to consult")
         return self.facts
 
+    def _load(self, aggregate_id: UUID):
+        """The aggregate from the open batch if any, else from the store."""
+        batch = self._batch()
+        return batch.get(aggregate_id) if batch is not None else self.repository.get(aggregate_id)
+
     def _get(self, aggregate_id: UUID):
         try:
-            return self.repository.get(aggregate_id)
+            return self._load(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"{aggregate_id} not found") from None
 
@@ -246,7 +328,7 @@ class Ledger(Application):
         """The resource, if it is of that kind, in that tenant and not deleted; else 404."""
         not_found = NotFound(f"{kind.__name__} {resource_id} not found")
         try:
-            resource = self.repository.get(_uuid(resource_id))
+            resource = self._load(_uuid(resource_id))
         except (AggregateNotFoundError, NotFound):
             raise not_found from None
         if not isinstance(resource, kind) or resource.tenant != tenant or resource.deleted:
@@ -257,38 +339,55 @@ class Ledger(Application):
             )
         return resource
 
-    def _claim(self, kind: str, tenant: str, name: str, owner: str, cause: Cause) -> NameClaim:
+    def _claim(self, kind: str, tenant: str, name: str, owner: str, cause: Cause, label: str = "", shown: str = "") -> NameClaim:
         claim_id = NameClaim.id_for(kind, tenant, name)
         try:
-            claim = self.repository.get(claim_id)
+            claim = self._load(claim_id)
         except AggregateNotFoundError:
             return NameClaim(kind=kind, tenant=tenant, name=name, owner=owner, cause=cause)
         if claim.owner not in (None, owner):
-            label = "userName" if kind == "user" else "displayName"
-            raise Uniqueness(f"{label} '{name}' is already in use")
+            label = label or ("userName" if kind == "user" else "displayName")
+            raise Uniqueness(f"{label} '{shown or name}' is already in use")
         if claim.owner is None:
             claim.reclaim(owner, cause)
         return claim
 
-    def _rename_claims(self, kind: str, tenant: str, old: str, new: str, owner: str, cause: Cause) -> list[NameClaim]:
-        if old.casefold() == new.casefold():
-            return []
-        new_claim = self._claim(kind, tenant, new, owner, cause)
-        old_claim = self._get(NameClaim.id_for(kind, tenant, old))
-        old_claim.release(cause)
-        return [new_claim, old_claim]
+    def _unique_claims(self, rt: ResourceType, tenant: str, before: dict, after: dict, owner: str, cause: Cause) -> list[NameClaim]:
+        """Claim the values of ``uniqueness: server`` attributes ``after`` holds anew, release
+        the ones only ``before`` held (``{}`` on either side: a create or a delete)."""
+        old, new = unique_values(rt, before), unique_values(rt, after)
+        claims = []
+        for kind, (label, name, shown) in new.items():
+            if kind not in old or old[kind][1].casefold() != name.casefold():
+                claims.append(self._claim(kind, tenant, name, owner, cause, label, shown))
+        for kind, (label, name, _) in old.items():
+            if kind not in new or new[kind][1].casefold() != name.casefold():
+                claim = self._get(NameClaim.id_for(kind, tenant, name))
+                claim.release(cause)
+                claims.append(claim)
+        return claims
 
     def _save(self, subject, *aggregates) -> Written:
+        batch = self._batch()
+        if batch is not None:  # run_bulk saves everything at the end
+            batch.register(*aggregates)
+            return Written(str(subject.id), subject.version, None)
         recordings = self.save(*aggregates)
+        if recordings and self.on_recorded:
+            self.on_recorded(len(recordings))
         position = recordings[-1].notification.id if recordings else None
         return Written(str(subject.id), subject.version, position)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` again when another writer changed the same aggregates first."""
+        if self._batch() is not None:
+            return attempt()  # inside run_bulk, which retries the whole request
         for tries in range(MAX_ATTEMPTS):
             try:
                 return attempt()
             except (IntegrityError, StaleRead):
+                if self.on_retry:
+                    self.on_retry()
                 # Jittered backoff, so writers racing for one group stop colliding.
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(tries, 5)))
         raise Conflict("too many concurrent changes to the same resource; retry the request")
@@ -298,6 +397,30 @@ def _require(resource_type, attributes: dict) -> None:
     missing = missing_required(resource_type, attributes)
     if missing:
         raise InvalidValue(f"{', '.join(missing)} required: the request did not give {' or '.join(missing)}")
+
+
+def unique_values(rt: ResourceType, attributes: dict) -> dict[str, tuple[str, str, str]]:
+    """``{claim kind: (attribute label, claimed name, value as text)}`` for each ``uniqueness: server``
+    attribute with a value. userName and a group's displayName keep the kinds "user" and
+    "group" they always had; a configured extension's attribute claims under
+    "<type>:<urn>:<name>". Names are compared case-insensitively (NameClaim case-folds);
+    a caseExact attribute's value is claimed in hex, so only equal values collide."""
+    claims = {}
+    for location in locations(rt):
+        attribute = location.attribute
+        if attribute.uniqueness != "server" or attribute.name == "id" and location.extension is None:
+            continue
+        value = fetch(attributes, location)
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if location.extension is None and (rt.name, attribute.name) in (("User", "userName"), ("Group", "displayName")):
+            claims[rt.name.lower()] = (attribute.name, text, text)
+            continue
+        label = f"{location.extension}:{attribute.name}" if location.extension else attribute.name
+        name = "x" + text.encode("utf-8", "surrogatepass").hex() if attribute.case_exact else text
+        claims[f"{rt.name.lower()}:{label}"] = (label, name, text)
+    return claims
 
 
 def _members_from_body(body: dict) -> list[dict]:

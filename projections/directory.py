@@ -9,8 +9,10 @@ Deleting the file loses nothing: the next catch-up rebuilds it from the start of
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Callable, Iterator
@@ -72,8 +74,17 @@ class Directory:
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            self._local.file = file_id(self.path)  # before opening: see _follow_replay
             conn = self._local.conn = connect(self.path)
+            self._local.file = self._local.file or file_id(self.path)  # we created it
         return conn
+
+    def _follow_replay(self) -> None:
+        """``scimledger replay`` swaps a rebuilt file in under our path (projections/replay.py):
+        drop this thread's connection when the path now names another file."""
+        now = file_id(self.path)
+        if now is not None and now != getattr(self._local, "file", None):
+            self.close()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -107,6 +118,7 @@ class Directory:
         ``until`` is a position the caller knows exists (its own write): nothing to do
         when we are already there, which saves asking the event store for its head.
         """
+        self._follow_replay()
         if until is not None and self.position() >= until:
             return self.position()
         head = self.recorder.max_notification_id() or 0
@@ -325,6 +337,61 @@ class Directory:
         ).fetchall()
         return total, rows
 
+    def page(self, tenant: str, sources: list[Source], limit: int, *, descending: bool = False, offset: int = 0,
+             after: tuple | None = None, before: tuple | None = None) -> tuple[int, list[tuple], bool]:
+        """One page of a query over one or more resource tables (several: a search at the
+        server root), and the total number of matches.
+
+        Rows are ``(kind, id, created, last_modified, version, resource, sort_value)``,
+        ordered by (sort value, created, id) — or (created, id) when no source sorts —
+        ascending or ``descending``. The page starts at ``offset`` (index paging), or
+        right after the key ``after`` / right before the key ``before`` (keyset paging: a
+        key is ``(sort_value, created, id)`` of a row, or ``(created, id)`` unsorted).
+        The boolean says whether more rows follow the page in its direction. The SQL in
+        ``sources`` comes from the filter compiler.
+        """
+        sorted_ = any(source.sort for source in sources)
+        total = 0
+        selects, args = [], []
+        for source in sources:
+            assert source.table in ("users", "groups") and source.kind in ("User", "Group")
+            condition = f"r.tenant = ? AND ({source.where})" if source.where else "r.tenant = ?"
+            total += self.conn.execute(
+                f"SELECT count(*) FROM {source.table} r WHERE {condition}", [tenant, *source.params]
+            ).fetchone()[0]
+            sort = source.sort or ("x''" if sorted_ else "NULL")
+            selects.append(
+                f"SELECT '{source.kind}' AS kind, r.id AS id, r.created AS created, r.last_modified AS last_modified, "
+                f"r.version AS version, r.resource AS resource, {sort} AS sort_value FROM {source.table} r WHERE {condition}"
+            )
+            args += [tenant, *source.params]
+        if limit <= 0 or (after is None and before is None and offset >= total):
+            return total, [], False
+        collation = next((s.collation for s in sources if s.sort), "BINARY")
+        keys = [f"sort_value COLLATE {collation}", "created", "id"] if sorted_ else ["created", "id"]
+        forward = (not descending) if sorted_ else True
+        if before is not None:
+            forward = not forward
+        direction = "ASC" if forward else "DESC"
+        order = ", ".join(f"{key} {direction}" for key in keys)
+        where = ""
+        key = after if after is not None else before
+        if key is not None:
+            if len(key) != len(keys):
+                raise ValueError("the key does not fit this query")
+            where = f"WHERE ({', '.join(keys)}) {'>' if forward else '<'} ({', '.join('?' * len(keys))})"
+            args += list(key)
+        query = f"SELECT * FROM ({' UNION ALL '.join(selects)}) {where} ORDER BY {order} LIMIT ?"
+        if key is None:
+            rows = self.conn.execute(query + " OFFSET ?", [*args, limit + 1, offset]).fetchall()
+        else:
+            rows = self.conn.execute(query, [*args, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if before is not None:
+            rows.reverse()
+        return total, rows, more
+
     def member_count(self, group_id: str) -> int:
         row = self.conn.execute("SELECT member_count FROM groups WHERE id = ?", (group_id,)).fetchone()
         return row[0] if row else 0
@@ -346,6 +413,27 @@ class Directory:
         for member_id, group_id, name in rows:
             result.setdefault(member_id, []).append((group_id, name))
         return result
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` names now (following the symlink replay puts there); None if none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+@dataclass(frozen=True)
+class Source:
+    """One resource table in a ``Directory.page`` query, with its compiled filter and sort."""
+
+    table: str  # "users" or "groups"
+    kind: str  # "User" or "Group"
+    where: str = ""
+    params: tuple = ()
+    sort: str | None = None  # the value to sort by (compile_sort_key), never NULL
+    collation: str = "BINARY"
 
 
 def _user_columns(attributes: dict) -> tuple:

@@ -56,6 +56,32 @@ def compile_filter(rt: ResourceType, f: Filter, alias: str = "r") -> tuple[str, 
     return expression.text, list(expression.params)
 
 
+def compile_filter_lenient(rt: ResourceType, f: Filter, alias: str = "r") -> tuple[str, list, set[str]]:
+    """Like ``compile_filter``, for a search across resource types (RFC 7644 §3.4.2.1, a
+    query at the server root): an attribute ``rt`` does not define is unassigned there
+    (``x eq 1`` false, ``not (x eq 1)`` true) instead of an error. Also returns the paths
+    so treated; the caller refuses a path no resource type defines."""
+    _check_alias(alias)
+    resolver = _Resolver(rt, alias, path_sql=_parameter, lenient=True)
+    expression = _Compiler(resolver.resolve, top_level=resolver).compile(f)
+    return expression.text, list(expression.params), resolver.unknown
+
+
+def compile_sort_key(rt: ResourceType, path: AttrPath, alias: str = "r") -> tuple[str, str]:
+    """The value sortBy=path orders by, and the collation to compare it with: for keyset
+    (cursor) paging, which compares that value with the one the cursor saw last. The
+    value is never NULL: an absent one is the empty BLOB, which sorts after the rest."""
+    _check_alias(alias)
+    resolver = _Resolver(rt, alias, path_sql=_literal)
+    try:
+        key = resolver.resolve(path).sort_key()
+    except InvalidFilter as error:
+        raise InvalidValue(f"Cannot sort by {_path_text(path)}: {error.detail}") from None
+    assert not key.sql.params, "sort expressions are schema-derived text only"
+    value = key.sql.text if not key.nullable else f"coalesce({key.sql.text}, x'')"
+    return value, key._wanted_collation()
+
+
 def compile_sort(rt: ResourceType, path: AttrPath, alias: str = "r") -> str:
     """ORDER BY expression for ``sortBy=path``; the caller appends ASC or DESC.
 
@@ -471,13 +497,21 @@ def _membership_collection(rt: ResourceType, attribute: Attribute, alias: str) -
 class _Resolver:
     """Maps a filter's AttrPath onto the schema, then onto where the value is stored."""
 
-    def __init__(self, rt: ResourceType, alias: str, path_sql: Callable[[str], _Sql]):
+    def __init__(self, rt: ResourceType, alias: str, path_sql: Callable[[str], _Sql], lenient: bool = False):
         self.rt = rt
         self.alias = alias
         self.path_sql = path_sql
+        self.lenient = lenient
+        self.unknown: set[str] = set()
 
     def resolve(self, path: AttrPath) -> _Operand:
-        schema, attribute = self._attribute(path)
+        try:
+            schema, attribute = self._attribute(path)
+        except _UnknownAttribute as error:
+            if not self.lenient:
+                raise InvalidFilter(error.detail) from None
+            self.unknown.add(_path_text(path).lower())
+            return _Absent(_path_text(path))
         sub = _sub_attribute(attribute, path.sub) if path.sub is not None else None
         column = self._hot_column(schema, attribute, sub)
         if column is not None:
@@ -513,14 +547,14 @@ class _Resolver:
         if path.uri is not None:
             schema = self.rt.schema(path.uri)
             if schema is None:
-                raise InvalidFilter(f"Unknown attribute {_path_text(path)}: no schema {path.uri} on {self.rt.name}.")
+                raise _UnknownAttribute(f"Unknown attribute {_path_text(path)}: no schema {path.uri} on {self.rt.name}.")
             attribute = self.rt.core_attribute(path.attr) if schema is self.rt.core else schema.attribute(path.attr)
         else:
             schema, attribute = self.rt.core, self.rt.core_attribute(path.attr)
             if attribute is None:  # Entra writes `manager` for the enterprise extension's
                 schema, attribute = self._extension_attribute(path.attr)
         if attribute is None:
-            raise InvalidFilter(f"Unknown attribute {_path_text(path)} on {self.rt.name}.")
+            raise _UnknownAttribute(f"Unknown attribute {_path_text(path)} on {self.rt.name}.")
         _check_filterable(attribute.name, attribute)
         return schema, attribute
 
@@ -549,6 +583,10 @@ class _Resolver:
             return _Complex("meta", value=None, presence=_Sql("1"))
         if sub.name == "resourceType":
             return _Scalar("meta.resourceType", _literal(self.rt.name), sub.type, sub.case_exact, nullable=False)
+        if sub.name == "version":
+            return _Version(f"{self.alias}.version")
+        if sub.name == "location":
+            return _Location(f"{self.alias}.id", self.rt.endpoint)
         raise InvalidFilter(f"meta.{sub.name} cannot be filtered on.")
 
     def _keys(self, schema: Schema, attribute: Attribute) -> tuple[str, ...]:
@@ -575,6 +613,75 @@ class _Resolver:
             path.params,
         )
         return _Complex(attribute.name, value, presence)
+
+
+class _UnknownAttribute(InvalidFilter):
+    """No attribute of that name on the resource type (lenient compilation: unassigned)."""
+
+
+@dataclass(frozen=True)
+class _Absent:
+    """An attribute the resource type does not define: never present, equal to nothing."""
+
+    name: str
+
+    def compare(self, op: str, value: object) -> _Sql:
+        return _Sql("1" if op == "ne" and value is not None else "0") if value is not None else _Sql("0")
+
+    def present(self) -> _Sql:
+        return _Sql("0")
+
+    def sort_key(self) -> _Scalar:
+        raise InvalidFilter(f"{self.name} is not an attribute of this resource type.")
+
+
+@dataclass(frozen=True)
+class _Version:
+    """``meta.version``, served as ``W/"<n>"`` from the integer version column."""
+
+    column: str
+
+    def compare(self, op: str, value: object) -> _Sql:
+        if op not in ("eq", "ne"):
+            raise InvalidFilter(f"meta.version is compared with eq or ne, not {op}.")
+        number = _version_number(value)
+        equal = _Sql(f"{self.column} = ?", (number,)) if number is not None else _Sql("0")
+        return equal if op == "eq" else _negate(equal)
+
+    def present(self) -> _Sql:
+        return _Sql("1")
+
+    def sort_key(self) -> _Scalar:
+        return _Scalar("meta.version", _Sql(self.column), "integer", True, nullable=False)
+
+
+def _version_number(value: object) -> int | None:
+    text = value if isinstance(value, str) else str(value)
+    text = text[2:] if text[:2] in ("W/", "w/") else text
+    text = text.strip('"')
+    return int(text) if text.isdigit() else None
+
+
+@dataclass(frozen=True)
+class _Location:
+    """``meta.location``, ``<base><endpoint>/<id>``: compared by the id it ends with."""
+
+    column: str
+    endpoint: str
+
+    def compare(self, op: str, value: object) -> _Sql:
+        if op not in ("eq", "ne", "ew") or not isinstance(value, str):
+            raise InvalidFilter("meta.location is compared with eq, ne or ew and a quoted URI.")
+        marker = f"{self.endpoint}/"
+        resource_id = value.rsplit(marker, 1)[1] if marker in value else None
+        equal = _Sql(f"{self.column} = ?", (resource_id,)) if resource_id else _Sql("0")
+        return equal if op != "ne" else _negate(equal)
+
+    def present(self) -> _Sql:
+        return _Sql("1")
+
+    def sort_key(self) -> _Scalar:
+        raise InvalidFilter("meta.location is not sortable; sort by id.")
 
 
 def _sub_attribute(attribute: Attribute, name: str) -> Attribute:
@@ -641,6 +748,8 @@ class _Compiler:
         if self.top_level is None:
             raise InvalidFilter(f"Value filters cannot be nested ({_path_text(node.path)}[…]).")
         operand = self.resolve(node.path)
+        if isinstance(operand, _Absent):
+            return _Sql("0")
         if not isinstance(operand, _WholeCollection):
             raise InvalidFilter(f"{_path_text(node.path)} is not multi-valued, so it takes no [filter].")
         collection = operand.collection

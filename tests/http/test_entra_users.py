@@ -226,7 +226,9 @@ def test_every_manager_shape_sets_the_manager_and_both_removals_clear_it(client,
     user = create(client)
     op = _replace_placeholder(operation, manager["id"])
     assert client.patch(f"/Users/{user['id']}", json=patch_body(op)).status_code == 200
-    assert client.get(f"/Users/{user['id']}").json[ENTERPRISE]["manager"] == {"value": manager["id"]}
+    # Stored as {"value": id}; served with the $ref RFC 7643 §4.3 recommends.
+    assert client.get(f"/Users/{user['id']}").json[ENTERPRISE]["manager"] == {
+        "value": manager["id"], "$ref": f"http://falconframework.org/scim/v2/Users/{manager['id']}"}
     client.patch(f"/Users/{user['id']}", json=patch_body({"op": "replace", "path": f"{ENTERPRISE}:manager", "value": ""}))
     assert "manager" not in client.get(f"/Users/{user['id']}").json[ENTERPRISE]
     assert client.patch(f"/Users/{user['id']}", json=patch_body(op)).status_code == 200

@@ -14,7 +14,7 @@ from domain.errors import InvalidFilter, InvalidValue
 from domain.filter import And, AttrPath, Compare, Not, Or, Present, ValuePath, parse_filter
 from domain.schemas import ENTERPRISE_USER, GROUP, USER, Attribute, ResourceType, Schema
 from projections.directory_schema import DDL
-from projections.filter_sql import compile_filter, compile_sort
+from projections.filter_sql import compile_filter, compile_filter_lenient, compile_sort
 
 TENANT = "t1"
 CORE_USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -290,7 +290,7 @@ def test_group_filters_select(conn, text, expected):
         (USER, 'name eq "x"', "name"),
         (USER, 'name gt "x"', "name"),
         (USER, 'meta eq "x"', "meta"),
-        (USER, 'meta.version eq "W/1"', "meta.version"),
+        (USER, 'meta.version gt "W/\\"1\\""', "meta.version"),
         (USER, 'active eq "true"', "active"),
         (USER, 'active gt true', "active"),
         (USER, 'active co "t"', "active"),
@@ -684,3 +684,95 @@ def test_sql_agrees_with_the_rfc_semantics(tmp_path, directory, node):
         assert {row[0] for row in rows} == expected_ids(directory, node)
     finally:
         conn.close()
+
+
+# --- Lenient compilation (a search at the server root) -----------------------------------
+
+lenient_filters = st.recursive(
+    st.one_of(leaf_filters, string_compare([AttrPath("nosuch")]), st.builds(Present, st.just(AttrPath("nosuch")))),
+    lambda inner: st.one_of(st.builds(And, inner, inner), st.builds(Or, inner, inner), st.builds(Not, inner)),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(directory=directories, node=lenient_filters)
+def test_lenient_sql_treats_unknown_attributes_as_unassigned(tmp_path, directory, node):
+    """An attribute the resource type lacks has no value: RFC 7644 semantics still hold."""
+    conn = sqlite3.connect(tmp_path / "lenient.sqlite")
+    try:
+        conn.executescript(DDL)
+        conn.execute("DELETE FROM users")
+        for index, (user, created) in enumerate(directory):
+            insert_user(conn, f"u{index}", created, user)
+        where, params, unknown = compile_filter_lenient(USER, node)
+        rows = conn.execute(f"SELECT id FROM users r WHERE tenant = ? AND ({where})", [TENANT, *params])
+        assert {row[0] for row in rows} == expected_ids(directory, node)
+        assert unknown <= {"nosuch"}
+    finally:
+        conn.close()
+
+
+def test_meta_version_and_location_compare_by_version_and_id(conn):
+    assert matching(conn, USER, 'meta.version eq "W/\\"1\\""') == matching(conn, USER, "id pr")
+    assert matching(conn, USER, 'meta.version ne "W/\\"1\\""') == set()
+    assert matching(conn, USER, 'meta.location eq "https://h/scim/v2/Users/u-alice"') == {"u-alice"}
+
+
+# --- Keyset paging (cursors) agrees with the plain order --------------------------------
+
+_SORTS = ["userName", "title", "name.givenName", "emails.value", "externalId", None]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(directory=directories, sort_by=st.sampled_from(_SORTS), descending=st.booleans(), size=st.integers(1, 3))
+def test_keyset_pages_walk_the_same_order_both_ways(tmp_path, directory, sort_by, descending, size):
+    import threading
+
+    from projections.directory import Directory, Source
+    from projections.filter_sql import compile_sort_key
+
+    conn = sqlite3.connect(tmp_path / "keyset.sqlite")
+    try:
+        conn.executescript(DDL)
+        conn.execute("DELETE FROM users")
+        for index, (user, created) in enumerate(directory):
+            insert_user(conn, f"u{index}", created, user)
+        directory_ = Directory.__new__(Directory)
+        directory_._local = threading.local()
+        directory_._local.conn = conn
+        sort, collation = compile_sort_key(USER, _path_of(sort_by)) if sort_by else (None, "BINARY")
+        sources = [Source("users", "User", sort=sort, collation=collation)]
+        total, everything, _ = directory_.page(TENANT, sources, 100, descending=descending)
+        assert total == len(directory)
+        walked, key, pages = [], None, 0
+        while True:
+            _, rows, more = directory_.page(TENANT, sources, size, descending=descending, after=key)
+            walked += rows
+            pages += 1
+            if not more:
+                break
+            key = _keyset(rows[-1], sort_by)
+        assert [r[1] for r in walked] == [r[1] for r in everything]
+        assert pages == max(1, -(-len(everything) // size))
+        back, key = [], _keyset(everything[-1], sort_by) if everything else None
+        if key is not None:
+            back = [everything[-1]]
+            while True:
+                _, rows, more = directory_.page(TENANT, sources, size, descending=descending, before=key)
+                back = rows + back
+                if not more:
+                    break
+                key = _keyset(rows[0], sort_by)
+        assert [r[1] for r in back] == [r[1] for r in everything]
+    finally:
+        conn.close()
+
+
+def _path_of(text: str) -> AttrPath:
+    attr, _, sub = text.partition(".")
+    return AttrPath(attr, sub or None)
+
+
+def _keyset(row: tuple, sort_by: str | None) -> tuple:
+    return (row[6], row[2], row[1]) if sort_by else (row[2], row[1])

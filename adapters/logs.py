@@ -1,0 +1,66 @@
+"""JSON log lines, and the server's logging and metrics-directory set-up.
+
+Kept apart from ``adapters.observability`` because the gunicorn arbiter loads this
+module (for its log formatter) and must not import prometheus-client before
+``PROMETHEUS_MULTIPROC_DIR`` is set: prometheus-client picks its storage at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "msg", ...fields, "exc"}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exc"] = "".join(traceback.format_exception(*record.exc_info))[-8000:]
+        return orjson.dumps(entry, default=str).decode()
+
+
+def logging_config(level: str = "info") -> dict:
+    """A ``logging.config.dictConfig`` for the server (gunicorn's loggers included):
+    JSON lines on stderr, gunicorn's own access log off (RequestLog writes ours)."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "adapters.logs.JsonFormatter"}},
+        "handlers": {"stderr": handler},
+        "root": {"level": "WARNING", "handlers": ["stderr"]},
+        "loggers": {
+            "scimledger": {"level": level.upper(), "handlers": ["stderr"], "propagate": False},
+            "gunicorn.error": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+    }
+
+
+def prepare_multiprocess_dir(data: str | Path) -> str:
+    """Under ``serve``: an empty ``<data>/metrics`` for prometheus-client's multiprocess
+    files, named in the environment before any worker imports prometheus-client.
+    Emptied at every start, so the files of killed workers do not pile up."""
+    path = Path(data) / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = str(path)
+    return str(path)

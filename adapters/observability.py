@@ -1,0 +1,219 @@
+"""Structured logs and Prometheus metrics for the people on call.
+
+* ``adapters.logs.JsonFormatter``: every log record as one JSON object on one line.
+* ``RequestLog``: falcon middleware, first in the chain: one log line per request
+  (``scimledger.access``: request id, method, route template, status, duration, tenant,
+  client address) and the request metrics. Never a body, a header value, a query
+  string or a path with its ids: the route *template* only.
+* ``Metrics``: ``GET /metrics`` in Prometheus' text format. Under ``scimledger serve``
+  (several gunicorn workers) the counters live in prometheus-client's multiprocess
+  files under ``<data>/metrics`` (``PROMETHEUS_MULTIPROC_DIR``, emptied at every start)
+  and every worker's scrape sums all of them. The projection lag and the log head are
+  read from the store at scrape time.
+* ``instrument(runtime)``: counts events appended and version-conflict retries through
+  the two callbacks ``domain.service.Ledger`` offers (the domain knows no Prometheus).
+
+Recording a metric never fails a request: a full or read-only data directory makes the
+multiprocess files unwritable, and the request must still get its SCIM answer (503).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+
+import falcon
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from adapters.logs import MULTIPROC_ENV, JsonFormatter, logging_config  # noqa: F401 - re-exported
+
+access_log = logging.getLogger("scimledger.access")
+log = logging.getLogger("scimledger")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+def _allocate_mmap_files() -> None:
+    """prometheus-client's multiprocess files are sparse files written through mmap: on a
+    full disk a write to a page the filesystem cannot back kills the worker with SIGBUS
+    (found by tests/security/test_unavailable.py on a full tmpfs). Allocate their blocks
+    for real (posix_fallocate) before they are mapped or grown, so a full disk is an
+    OSError (caught: the metric is skipped) instead of a dead worker."""
+    from prometheus_client import mmap_dict, values
+
+    if getattr(values.MmapedDict, "allocated", False):
+        return
+
+    class AllocatedMmapedDict(mmap_dict.MmapedDict):
+        allocated = True
+
+        def __init__(self, filename, read_mode=False):
+            if not read_mode:
+                _reserve(filename, mmap_dict._INITIAL_MMAP_SIZE)
+            super().__init__(filename, read_mode)
+
+        def _init_value(self, key):
+            needed = self._used + len(key.encode("utf-8")) + 32
+            capacity = self._capacity
+            while needed > capacity:
+                capacity *= 2
+            if capacity != self._capacity:
+                _reserve(self._fname, capacity)
+            super()._init_value(key)
+
+    values.MmapedDict = AllocatedMmapedDict
+    values.ValueClass = values.get_value_class()
+
+
+def _reserve(filename: str, size: int) -> None:
+    fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # no fallocate here: as before
+            raise
+    finally:
+        os.close(fd)
+
+
+if os.environ.get(MULTIPROC_ENV):
+    _allocate_mmap_files()
+
+
+def _metric(factory, *args, **kwargs):
+    """A metric, or None when its storage cannot be created (full or read-only disk)."""
+    try:
+        return factory(*args, **kwargs)
+    except OSError:
+        log.warning("metric %s unavailable: its multiprocess file cannot be written", args[0])
+        return None
+
+
+REQUESTS = _metric(
+    Counter, "scimledger_http_requests", "HTTP requests answered, by method, route template and status",
+    ["method", "route", "status"],
+)
+LATENCY = _metric(
+    Histogram, "scimledger_http_request_duration_seconds", "Time to answer an HTTP request, by method and route template",
+    ["method", "route"], buckets=LATENCY_BUCKETS,
+)
+EVENTS = _metric(Counter, "scimledger_events_appended", "Events appended to the event store by this node")
+RETRIES = _metric(
+    Counter, "scimledger_version_conflict_retries", "Writes retried because another writer changed the same aggregate first"
+)
+
+
+# -- the request middleware ---------------------------------------------------------------
+
+
+class RequestLog:
+    """One JSON log line and the metrics of every request (put it first in the chain).
+
+    ``router`` (the app's) names the route of a request refused before routing (401, 429).
+    """
+
+    def __init__(self, router=None):
+        self.router = router
+
+    def route_of(self, req: falcon.Request) -> str:
+        if req.uri_template:
+            return req.uri_template
+        if self.router is not None:
+            try:
+                found = self.router.find(req.path, req)
+            except Exception:  # noqa: BLE001
+                found = None
+            if found:
+                return found[3]
+        return "(unmatched)"
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+        started = getattr(req.context, "started", None)
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        route = self.route_of(req)
+        status = resp.status_code
+        try:
+            REQUESTS.labels(req.method, route, str(status)).inc()
+            LATENCY.labels(req.method, route).observe(elapsed)
+        except Exception:  # noqa: BLE001 - metrics must never fail a request
+            pass
+        fields = {
+            "request_id": getattr(req.context, "request_id", None),
+            "method": req.method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "tenant": getattr(req.context, "tenant", None),
+            "client": req.remote_addr,
+        }
+        level = logging.ERROR if status >= 500 else logging.INFO
+        access_log.log(level, "%s %s %s", req.method, route, status, extra={"fields": fields})
+
+
+# -- /metrics -----------------------------------------------------------------------------
+
+
+class ProjectionCollector:
+    """Read at scrape time: the log head, and how far this node's directory trails it."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def collect(self):
+        try:
+            head = self.runtime.ledger.recorder.max_notification_id() or 0
+            position = self.runtime.directory.position()
+        except Exception:  # noqa: BLE001 - a scrape must not fail with the store
+            return
+        yield GaugeMetricFamily("scimledger_event_log_head", "Position of the last event in the event log", value=head)
+        yield GaugeMetricFamily("scimledger_projection_position", "Position the directory projection has reached",
+                                value=position)
+        yield GaugeMetricFamily("scimledger_projection_lag_events",
+                                "Log positions the directory projection trails the event log by",
+                                value=max(head - position, 0))
+
+
+class Metrics:
+    def __init__(self, runtime):
+        self.projection = ProjectionCollector(runtime)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        registry = CollectorRegistry()
+        registry.register(self.projection)
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(registry)
+            body = generate_latest(registry)
+        else:
+            from prometheus_client import REGISTRY
+
+            body = generate_latest(REGISTRY) + generate_latest(registry)
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = body
+
+
+def instrument(runtime) -> None:
+    """Hook the ledger's callbacks up to the counters."""
+    runtime.ledger.on_recorded = _count_events
+    runtime.ledger.on_retry = _count_retry
+
+
+def _count_events(count: int) -> None:
+    try:
+        EVENTS.inc(count)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _count_retry() -> None:
+    try:
+        RETRIES.inc()
+    except Exception:  # noqa: BLE001
+        pass

@@ -1,0 +1,138 @@
+"""Token buckets: a per-token request rate (fair use) and a per-address budget of failed
+authentications (slows anyone guessing tokens).
+
+Both live in the memory of one worker process: with ``--workers N`` a token may make up
+to N times the configured rate on one node, and an address gets N failure budgets. That
+is deliberate (no shared state on the hot path) and documented in docs/operations.md.
+
+Settings (environment, read when the app is built). ``scimledger serve`` fills in the
+defaults below for what is not set; an app built in-process (tests, embedding) without
+these variables has both limits off.
+
+=================================  =======  ==============================================
+``SCIMLEDGER_RATE_LIMIT``          200      requests per second per token; 0 turns it off
+``SCIMLEDGER_RATE_BURST``          400      requests a token may make at once
+``SCIMLEDGER_AUTH_FAILURE_BURST``  20       failed authentications an address may make at once
+``SCIMLEDGER_AUTH_FAILURE_RATE``   0.1      failures per second it earns back; 0 turns it off
+=================================  =======  ==============================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+MAX_KEYS = 10_000  # buckets remembered per limiter; full (idle) ones are forgotten first
+SERVE_DEFAULTS = {
+    "SCIMLEDGER_RATE_LIMIT": "200",
+    "SCIMLEDGER_RATE_BURST": "400",
+    "SCIMLEDGER_AUTH_FAILURE_BURST": "20",
+    "SCIMLEDGER_AUTH_FAILURE_RATE": "0.1",
+}
+
+
+def apply_serve_defaults(env=None) -> None:
+    """``scimledger serve``: the documented defaults for every limit not set explicitly."""
+    env = os.environ if env is None else env
+    for name, value in SERVE_DEFAULTS.items():
+        if not str(env.get(name, "")).strip():
+            env[name] = value
+
+
+@dataclass(frozen=True)
+class Limits:
+    rate: float  # per second; 0 = unlimited
+    burst: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    per_token: Limits
+    auth_failures: Limits
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> Settings:
+        env = os.environ if env is None else env
+        rate = _number(env, "SCIMLEDGER_RATE_LIMIT", 0)
+        burst = _number(env, "SCIMLEDGER_RATE_BURST", max(2 * rate, 1))
+        failure_rate = _number(env, "SCIMLEDGER_AUTH_FAILURE_RATE", 0)
+        failure_burst = _number(env, "SCIMLEDGER_AUTH_FAILURE_BURST", 20)
+        return cls(Limits(rate, max(burst, 1)), Limits(failure_rate, max(failure_burst, 1)))
+
+
+def _number(env, name: str, default: float) -> float:
+    text = str(env.get(name, "")).strip()
+    if not text:
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+    if value < 0 or math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number >= 0, not {text!r}")
+    return value
+
+
+def now() -> float:
+    """The limiters' clock (tests replace it)."""
+    return time.monotonic()
+
+
+class Limiter:
+    """Token buckets by key. ``take(key)`` answers 0 when the request may go ahead, else
+    the seconds until it may; ``wait(key)`` answers the same without taking."""
+
+    def __init__(self, limits: Limits, clock: Callable[[], float] | None = None, max_keys: int = MAX_KEYS):
+        self.limits = limits
+        self.clock = clock or (lambda: now())
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        return self._use(key, take=True)
+
+    def wait(self, key: str) -> float:
+        return self._use(key, take=False)
+
+    def _use(self, key: str, take: bool) -> float:
+        if not self.limits.enabled:
+            return 0.0
+        rate, burst = self.limits.rate, self.limits.burst
+        with self._lock:
+            now = self.clock()
+            tokens, at = self._buckets.get(key, (burst, now))
+            tokens = min(burst, tokens + (now - at) * rate)
+            if tokens < 1:
+                self._buckets[key] = (tokens, now)
+                return (1 - tokens) / rate
+            if take:
+                self._buckets[key] = (tokens - 1, now)
+                self._buckets.move_to_end(key)
+                if len(self._buckets) > self.max_keys:
+                    self._forget(now)
+            elif key in self._buckets:
+                self._buckets[key] = (tokens, now)
+            return 0.0
+
+    def _forget(self, now: float) -> None:
+        """Drop buckets that have refilled (they equal no bucket), then the oldest."""
+        rate, burst = self.limits.rate, self.limits.burst
+        for key in [k for k, (tokens, at) in self._buckets.items() if tokens + (now - at) * rate >= burst]:
+            del self._buckets[key]
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+
+
+def retry_after(seconds: float) -> str:
+    """The ``Retry-After`` value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))

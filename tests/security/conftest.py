@@ -1,0 +1,97 @@
+"""Fixtures and helpers shared by the issue-7 tests (reliability and security).
+
+``routes(app)`` lists every route the app serves (falcon's own inspection), so the
+hostile-input and tenant-isolation tests cover routes added after they were written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import falcon
+import falcon.inspect
+import pytest
+
+from adapters.app import collapse_slashes, create_app
+from adapters.cli import issue_token
+from tests.conftest import ScimClient
+
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+OPEN_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+@dataclass(frozen=True)
+class Route:
+    template: str
+    methods: tuple[str, ...]
+
+    @property
+    def fields(self) -> list[str]:
+        return re.findall(r"{([^}:]+)(?::[^}]*)?}", self.template)
+
+    def fill(self, **values: str) -> str:
+        return re.sub(r"{([^}:]+)(?::[^}]*)?}", lambda m: values.get(m.group(1), values.get("*", "x")), self.template)
+
+    @property
+    def audit(self) -> bool:
+        return self.template.startswith("/audit/")
+
+
+def routes(app: falcon.App) -> list[Route]:
+    found = []
+    for info in falcon.inspect.inspect_routes(app):
+        methods = tuple(sorted(m.method for m in info.methods if not m.internal and m.method not in ("OPTIONS", "HEAD")))
+        if methods:
+            found.append(Route(info.path, methods))
+    return found
+
+
+def scim_error(response, *statuses: int, path: str = "") -> dict:
+    """The response is a SCIM error with one of ``statuses`` (any 4xx when none given).
+
+    ``/Me`` answers 501 to everything, as RFC 7644 §3.11 asks of a server without it.
+    """
+    if path.endswith("/Me") and response.status_code == 501:
+        statuses = (501,)
+    if statuses:
+        assert response.status_code in statuses, (response.status_code, response.text[:500])
+    else:
+        assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
+    assert response.headers["content-type"].startswith("application/scim+json"), response.headers
+    body = response.json
+    assert body["schemas"] == [ERROR], body
+    assert body["status"] == str(response.status_code), body
+    return body
+
+
+@dataclass
+class Tenant:
+    name: str
+    scim: ScimClient
+    audit: ScimClient
+
+
+@pytest.fixture
+def sqlite_app(sqlite_runtime):
+    return collapse_slashes(create_app(sqlite_runtime))
+
+
+@pytest.fixture
+def sqlite_client(sqlite_runtime, sqlite_app) -> ScimClient:
+    return ScimClient(sqlite_app, issue_token(sqlite_runtime, "default", "scim", "entra"))
+
+
+@pytest.fixture
+def raw_app(runtime):
+    """The falcon app itself (for its routes); ``app`` is the same app behind collapse_slashes."""
+    return create_app(runtime)
+
+
+def tenant(runtime, app, name: str) -> Tenant:
+    return Tenant(
+        name,
+        ScimClient(app, issue_token(runtime, name, "scim", f"{name} provisioning")),
+        ScimClient(app, issue_token(runtime, name, "audit", f"{name} audit"), base=""),
+    )

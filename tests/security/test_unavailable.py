@@ -1,0 +1,198 @@
+"""A data directory that cannot be written (read-only, full) answers 503 with a SCIM error
+and ``Retry-After``, applies nothing, and corrupts nothing: once it can be written again,
+everything works and the directory equals a fresh rebuild (issue 7).
+
+* In-process, always: the event store opened through a real read-only SQLite connection
+  (``mode=ro``), exactly what SQLite does when it cannot open the file for writing.
+* Over HTTP, where this machine lets root mount (CI does): ``scimledger serve`` on a
+  tiny tmpfs, first filled to the last byte (ENOSPC), then remounted read-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from adapters.app import collapse_slashes, create_app
+from adapters.cli import issue_token
+from adapters.store import store_env
+from domain.service import Ledger
+from tests.conftest import ScimClient
+from tests.security.conftest import scim_error
+from tests.security.live import Client, Server, can_mount_tmpfs, user_body
+
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def read_only_ledger(runtime) -> Ledger:
+    """The same SQLite event store, opened through read-only connections."""
+    env = store_env(runtime.data, None)
+    env["SQLITE_DBNAME"] = f"file:{env['SQLITE_DBNAME']}?mode=ro"
+    env["CREATE_TABLE"] = "n"
+    ledger = Ledger(env=env)
+    ledger.facts, ledger.schemas = runtime.directory, runtime.ledger.schemas
+    return ledger
+
+
+def test_a_read_only_event_store_answers_503_and_applies_nothing(sqlite_runtime):
+    token = issue_token(sqlite_runtime, "default", "scim", "entra")
+    writable = ScimClient(collapse_slashes(create_app(sqlite_runtime)), token)
+    user = writable.post("/Users", json={"userName": "ro@x", "emails": [{"value": "ro@x"}]}).json
+    group = writable.post("/Groups", json={"displayName": "RO", "members": [{"value": user["id"]}]}).json
+    head = sqlite_runtime.ledger.recorder.max_notification_id()
+
+    ledger, sqlite_runtime.ledger = sqlite_runtime.ledger, read_only_ledger(sqlite_runtime)
+    try:
+        client = ScimClient(collapse_slashes(create_app(sqlite_runtime)), token)
+        writes = [
+            ("POST", "/Users", {"userName": "new@x", "emails": [{"value": "new@x"}]}),
+            ("PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
+            ("PUT", f"/Users/{user['id']}", {"userName": "ro@x", "emails": [{"value": "ro@x"}], "title": "y"}),
+            ("DELETE", f"/Users/{user['id']}", None),
+            ("POST", "/Groups", {"displayName": "New"}),
+            ("PATCH", f"/Groups/{group['id']}", {"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members"}]}),
+            ("DELETE", f"/Groups/{group['id']}", None),
+        ]
+        for method, path, body in writes:
+            response = client.scim(method, path, json=body) if body is not None else client.scim(method, path)
+            scim_error(response, 503)
+            assert response.headers["retry-after"].isdigit()
+            assert "not applied" in response.json["detail"]
+        # Reads still work.
+        assert client.get(f"/Users/{user['id']}").json["userName"] == "ro@x"
+        assert client.get("/Users").json["totalResults"] == 1
+    finally:
+        sqlite_runtime.ledger.close()
+        sqlite_runtime.ledger = ledger
+    assert sqlite_runtime.ledger.recorder.max_notification_id() == head
+    # Writable again: it works, and nothing was half-applied.
+    assert writable.post("/Users", json={"userName": "after@x", "emails": [{"value": "after@x"}]}).status_code == 201
+    assert [m["value"] for m in writable.get(f"/Groups/{group['id']}").json["members"]] == [user["id"]]
+
+
+def test_store_errors_map_to_503_and_bugs_to_500():
+    from eventsourcing.persistence import OperationalError as ESOperationalError
+
+    from adapters.errors import store_unavailable
+
+    assert store_unavailable(sqlite3.OperationalError("database or disk is full"))
+    assert store_unavailable(sqlite3.OperationalError("attempt to write a readonly database"))
+    assert store_unavailable(ESOperationalError("disk I/O error"))
+    assert store_unavailable(OSError(28, "No space left on device"))
+    assert store_unavailable(OSError(30, "Read-only file system"))
+    wrapped = RuntimeError("while saving")
+    wrapped.__cause__ = sqlite3.OperationalError("database or disk is full")
+    assert store_unavailable(wrapped)
+    assert not store_unavailable(KeyError("bug"))
+    assert not store_unavailable(sqlite3.IntegrityError("UNIQUE constraint failed"))
+
+
+# -- over HTTP on a tiny tmpfs --------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    if not can_mount_tmpfs():
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN); the in-process test still ran")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the disk has not one byte left."""
+    import os
+
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 16, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.e2e
+def test_a_full_then_read_only_data_directory_over_http(tiny_disk, tmp_path):
+    token = f"disk-{uuid.uuid4().hex}"
+    server = Server(tiny_disk / "data", tmp_path / "logs", token, workers=1, threads=2)
+    try:
+        server.start().wait_ready()
+        client = Client(server.base_url, token)
+        created = [client.ok("POST", "/Users", user_body(f"u{i}@disk.example"), status=201)["id"] for i in range(5)]
+
+        filler = fill(tiny_disk)
+        refused = 0
+        for i in range(30):  # until SQLite runs out of the pages it had spare
+            reply = client.call("POST", "/Users", user_body(f"full{i}@disk.example", title="x" * 20_000))
+            assert reply is not None and reply.status in (201, 503), (reply and reply.status, reply and reply.raw[:300])
+            if reply.status == 503:
+                refused += 1
+                body = reply.body
+                assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"] and body["status"] == "503"
+                assert reply.header("retry-after")
+        assert refused, "the full disk never refused a write"
+        assert client.call("GET", f"/Users/{created[0]}").status in (200, 503)
+        filler.unlink()
+        client.ok("POST", "/Users", user_body("after-full@disk.example"), status=201)
+
+        # Read-only: Linux refuses to remount a filesystem read-only under files open for
+        # writing, so the server goes down hard (as when a disk fails: the WAL and its index
+        # stay), the disk goes read-only, and the server starts on it. (A store stopped
+        # cleanly has no WAL files left, and SQLite cannot open a WAL database on read-only
+        # media without them: the server then refuses to start, with that message.)
+        client.close()
+        server.kill()
+        subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+        server.start().wait_ready()
+        client = Client(server.base_url, token)
+        assert client.ok("GET", "/Users?count=1000")["totalResults"] >= 6  # reads work
+        for method, path, body in (("POST", "/Users", user_body("readonly@disk.example")),
+                                   ("PATCH", f"/Users/{created[0]}", {"schemas": [PATCH_OP], "Operations": [
+                                       {"op": "replace", "path": "title", "value": "ro"}]}),
+                                   ("DELETE", f"/Users/{created[1]}", None)):
+            reply = client.call(method, path, body)
+            assert reply is not None and reply.status == 503, (method, reply and reply.status, reply and reply.raw[:300])
+            assert reply.body["status"] == "503" and reply.header("retry-after")
+        client.close()
+        server.stop()
+        subprocess.run(["mount", "-o", "remount,rw", str(tiny_disk)], check=True)
+        server.start().wait_ready()
+        client = Client(server.base_url, token)
+        client.ok("POST", "/Users", user_body("after-ro@disk.example"), status=201)
+        assert client.ok("GET", f"/Users/{created[0]}").get("title") != "ro"
+        assert client.call("GET", f"/Users/{created[1]}").status == 200
+        # Every user that got a 201 reads back; no 503 one exists.
+        listing = client.ok("GET", "/Users?count=1000")
+        names = {r["userName"] for r in listing["Resources"]}
+        assert {"after-full@disk.example", "after-ro@disk.example"} <= names and "readonly@disk.example" not in names
+        client.close()
+    finally:
+        server.stop()
+    logs = "".join(p.read_text(errors="replace") for p in server.log_files())
+    assert '"status":500' not in logs and "Traceback" not in logs
+    # The store is sound and the directory equals a fresh rebuild.
+    from tests.e2e.test_crash import check_rebuild, read_log
+
+    for name in ("events.sqlite3", "directory.sqlite3"):
+        conn = sqlite3.connect(tiny_disk / "data" / name)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+    runtime, events = read_log(tiny_disk / "data")
+    try:
+        check_rebuild(runtime, tiny_disk / "data", tmp_path, events[-1][0])
+    finally:
+        runtime.close()
