@@ -14,7 +14,9 @@ import re
 import falcon
 import falcon.inspect
 
-from domain.schemas import ERROR, GROUP, LIST_RESPONSE, PATCH_OP, USER, Attribute, ResourceType
+from domain.schemas import ERROR, GROUP, LIST_RESPONSE, PATCH_OP, SEARCH_REQUEST, USER, Attribute, ResourceType
+
+BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 
 SCIM_JSON = "application/scim+json"
 OPEN = ("/healthz", "/readyz", "/metrics", "/openapi.json")
@@ -99,6 +101,41 @@ def components() -> dict:
                 },
             },
             "Resource": {"type": "object"},
+            "SearchRequest": {
+                "type": "object",
+                "properties": {
+                    "schemas": {"type": "array", "items": {"const": SEARCH_REQUEST}},
+                    "filter": {"type": "string"},
+                    "attributes": {"type": "array", "items": {"type": "string"}},
+                    "excludedAttributes": {"type": "array", "items": {"type": "string"}},
+                    "sortBy": {"type": "string"},
+                    "sortOrder": {"type": "string", "enum": ["ascending", "descending"]},
+                    "startIndex": {"type": "integer"},
+                    "count": {"type": "integer"},
+                },
+            },
+            "BulkRequest": {
+                "type": "object",
+                "required": ["Operations"],
+                "properties": {
+                    "schemas": {"type": "array", "items": {"const": BULK_REQUEST}},
+                    "failOnErrors": {"type": "integer"},
+                    "Operations": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["method", "path"],
+                            "properties": {
+                                "method": {"type": "string", "enum": ["POST", "PUT", "PATCH", "DELETE"]},
+                                "path": {"type": "string"},
+                                "bulkId": {"type": "string"},
+                                "version": {"type": "string"},
+                                "data": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+            },
         },
     }
 
@@ -143,6 +180,12 @@ ERRORS = {
 
 def _known(template: str, method: str) -> dict | None:
     """The full description of an operation we know, else None."""
+    if template.endswith("/.search") and method == "POST":
+        return {"summary": "Search (RFC 7644 §3.4.3)", "requestBody": _body(_ref("SearchRequest")),
+                "responses": {"200": _answer("a ListResponse", _ref("ListResponse"))}}
+    if template.endswith("/Bulk") and method == "POST":
+        return {"summary": "Bulk operations (RFC 7644 §3.7)", "requestBody": _body(_ref("BulkRequest")),
+                "responses": {"200": _answer("a BulkResponse", _ref("Resource"))}}
     for kind, schema in (("Users", "User"), ("Groups", "Group")):
         if template.endswith(f"/{kind}"):
             if method == "GET":

@@ -225,15 +225,17 @@ class Ledger(Application):
         return self._save(group, group, *claims)
 
     def _resolve_members(self, tenant: str, members: list[dict]) -> list[dict]:
-        """Check every member is a live user or group of the tenant and fill in its type."""
+        """The named members that are live users or groups of the tenant, with their type.
+
+        Ids that name nothing of this tenant are left out rather than failing the request:
+        one stale id in an Entra batch must not block the other members of that batch,
+        and a member that does not exist here cannot be a member.
+        """
         if not members:
             return []
         ids = list(dict.fromkeys(m["value"] for m in members))
         live = self._facts().live_members(tenant, ids)
-        unknown = [i for i in ids if i not in live]
-        if unknown:
-            raise InvalidValue(f"members: no user or group with id {', '.join(unknown[:5])}")
-        return [{"value": i, "type": live[i]} for i in ids]
+        return [{"value": i, "type": live[i]} for i in ids if i in live]
 
     # -- bulk ----------------------------------------------------------------------
 

@@ -79,10 +79,12 @@ CREATE TABLE IF NOT EXISTS position (
 """
 
 # The questions the log answers: one resource's history, by tenant and time, by actor,
-# by event type, by userName. A rebuild creates them after loading (``begin_bulk``).
+# by event type, by userName. Every page is in log order, so the indexes end in
+# ``position``; a time range becomes a position range first (``_where``), so "tenant and
+# time" is (tenant, position) plus (time). A rebuild creates them after loading.
 INDEXES = {
     "audit_resource": "audit (resource_id, position)",
-    "audit_tenant_time": "audit (tenant, time)",
+    "audit_tenant": "audit (tenant, position)",
     "audit_time": "audit (time)",
     "audit_actor": "audit (actor_label, position)",
     "audit_event": "audit (event, position)",
@@ -302,8 +304,19 @@ class AuditLog:
     def _where(self, query: Query) -> tuple[str, list]:
         where, args = ["1"], []
         if query.tenant is not None:
-            where.append("tenant = ?")
+            # With a more selective filter, keep SQLite from walking the whole tenant ("+").
+            narrower = query.resource_ids is not None or query.user_name is not None or query.actor or query.types
+            where.append("+tenant = ?" if narrower else "tenant = ?")
             args.append(query.tenant)
+        # Times are (nearly) in log order: bound the positions by the time index, then
+        # check the times exactly. SLACK covers an event committed up to a minute after
+        # its timestamp was taken (saves time out long before that).
+        if query.since is not None:
+            where.append("position >= coalesce((SELECT position FROM audit WHERE time >= ? ORDER BY time LIMIT 1), 1e18)")
+            args.append(_shift(query.since, -SLACK))
+        if query.until is not None:
+            where.append("position <= coalesce((SELECT position FROM audit WHERE time <= ? ORDER BY time DESC LIMIT 1), 0)")
+            args.append(_shift(query.until, SLACK))
         if query.resource_ids is not None or query.user_name is not None:
             ids = list(query.resource_ids or ())
             if query.user_name is not None:
@@ -332,7 +345,7 @@ class AuditLog:
         sql = "SELECT resource_id, min(position) FROM audit WHERE user_name = ?"
         args: list = [user_name]
         if tenant is not None:
-            sql += " AND tenant = ?"
+            sql += " AND +tenant = ?"  # "+": not by the tenant index
             args.append(tenant)
         return [r[0] for r in self.conn.execute(sql + " GROUP BY resource_id ORDER BY 2", args)]
 
@@ -340,7 +353,7 @@ class AuditLog:
         """Every version of one resource, oldest first (empty if unknown or another tenant's)."""
         sql, args = f"SELECT {COLUMNS} FROM audit WHERE resource_id = ?", [resource_id]
         if tenant is not None:
-            sql += " AND tenant = ?"
+            sql += " AND +tenant = ?"  # "+": not by the tenant index
             args.append(tenant)
         return [event_dict(r) for r in self.conn.execute(sql + " ORDER BY position", args)]
 
@@ -350,7 +363,7 @@ class AuditLog:
                "(SELECT position FROM audit_members WHERE member_id = ?)")
         args = [member_id]
         if tenant is not None:
-            sql += " AND tenant = ?"
+            sql += " AND +tenant = ?"  # "+": not by the tenant index
             args.append(tenant)
         return [event_dict(r) for r in self.conn.execute(sql + " ORDER BY position", args)]
 
@@ -496,6 +509,13 @@ def event_dict(row: tuple) -> dict:
     if note is not None:
         result["note"] = note
     return result
+
+
+SLACK = timedelta(minutes=1)
+
+
+def _shift(moment: str, by: timedelta) -> str:
+    return utc_text(datetime.fromisoformat(moment.replace("Z", "+00:00")) + by)
 
 
 def _is_uuid(text: str) -> bool:

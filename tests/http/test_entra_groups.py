@@ -109,15 +109,20 @@ def test_rename_and_path_less_replace(client):
     assert new_group(client)["displayName"] == "Finance Analysts"  # the old name is free
 
 
-def test_unknown_member_is_400_and_nothing_changes(client):
+def test_unknown_member_ids_are_left_out_and_the_rest_applied(client, runtime):
     group = new_group(client)
     user = new_user(client, 1)
+    unknown = "5c1f2b8e-0000-4000-8000-000000000000"
     response = client.patch(
         f"/Groups/{group['id']}",
-        json=patch_body({"op": "Add", "path": "members", "value": [{"value": user}, {"value": "5c1f2b8e-0000-4000-8000-000000000000"}]}),
+        json=patch_body({"op": "Add", "path": "members", "value": [{"value": user}, {"value": unknown}, {"value": "fake-member-id"}]}),
     )
-    assert_scim_error(response, 400, "invalidValue")
-    assert member_ids(client, group["id"]) == []
+    assert response.status_code in (200, 204), response.text
+    assert member_ids(client, group["id"]) == [user]
+    head = runtime.ledger.recorder.max_notification_id()
+    only_unknown = patch_body({"op": "Add", "path": "members", "value": [{"value": unknown}]})
+    assert client.patch(f"/Groups/{group['id']}", json=only_unknown).status_code in (200, 204)
+    assert runtime.ledger.recorder.max_notification_id() == head  # nothing to record
 
 
 def test_deleted_user_is_gone_from_every_group(client):

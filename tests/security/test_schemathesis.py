@@ -43,7 +43,8 @@ def fuzz(server: Server, token: str, report: Path, *selection: str) -> dict:
         "--request-timeout", "20", "--seed", "20261128",
         "--report", "json", "--report-dir", str(report), *selection,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=170, env=clean_env(NO_COLOR="1"))
+    # cwd: schemathesis keeps a cache (.schemathesis/) in its working directory.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=170, env=clean_env(NO_COLOR="1"), cwd=report.parent)
     reports = sorted(glob.glob(str(report / "*.json")))
     assert reports, (done.returncode, done.stdout[-3000:], done.stderr[-3000:])
     result = json.loads(Path(reports[-1]).read_text())

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from adapters.runtime import Runtime
-from domain.errors import InvalidValue, NotFound, PreconditionFailed, Uniqueness
+from domain.errors import NotFound, PreconditionFailed, Uniqueness
 from domain.model import Group, NameClaim, User
 
 CAUSE = {"tenant": "default", "actor": "token-1", "actor_label": "entra", "request_id": "req-1"}
@@ -72,11 +72,12 @@ def test_other_tenant_cannot_touch(runtime):
         runtime.ledger.deprovision_user("contoso", written.id, CAUSE)
 
 
-def test_members_must_exist_in_the_tenant(runtime):
+def test_a_member_of_another_tenant_is_never_added(runtime):
     other = runtime.ledger.provision_user("contoso", user_body("eve"), CAUSE)
     group = runtime.ledger.create_group("default", {"displayName": "G"}, CAUSE)
-    with pytest.raises(InvalidValue):
-        runtime.ledger.patch_group("default", group.id, [{"op": "add", "path": "members", "value": [{"value": other.id}]}], CAUSE)
+    written = runtime.ledger.patch_group("default", group.id, [{"op": "add", "path": "members", "value": [{"value": other.id}]}], CAUSE)
+    assert written.position is None and written.version == group.version
+    assert runtime.directory.all_members(group.id, group.version) == set()
 
 
 def test_concurrent_creates_of_one_user_name_give_exactly_one_winner(runtime):
