@@ -55,12 +55,17 @@ def logging_config(level: str = "info") -> dict:
     }
 
 
-def prepare_multiprocess_dir(data: str | Path) -> str:
+def prepare_multiprocess_dir(data: str | Path) -> str | None:
     """Under ``serve``: an empty ``<data>/metrics`` for prometheus-client's multiprocess
     files, named in the environment before any worker imports prometheus-client.
     Emptied at every start, so the files of killed workers do not pile up."""
     path = Path(data) / "metrics"
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only data directory: each worker counts for itself
+        logging.getLogger("scimledger").warning("metrics: cannot use %s (%s); /metrics shows one worker", path, error)
+        os.environ.pop(MULTIPROC_ENV, None)
+        return None
     os.environ[MULTIPROC_ENV] = str(path)
     return str(path)

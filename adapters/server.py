@@ -72,10 +72,18 @@ def serve(args) -> int:
     import logging.config
 
     from adapters.logs import logging_config, prepare_multiprocess_dir
+    from adapters.ratelimit import apply_serve_defaults
+    from adapters.store import data_dir
 
-    # JSON log lines from the start (the arbiter's own messages too); gunicorn re-applies it.
+    # Logs: JSON lines on stderr from the start (the arbiter's too), one per request
+    # (adapters.observability); gunicorn re-applies the config. Metrics: the workers'
+    # counters in prometheus-client's multiprocess files under <data>/metrics, named
+    # before anything imports prometheus-client. Rate limits: the documented defaults
+    # unless set (docs/operations.md).
     log_config = logging_config(os.environ.get("SCIMLEDGER_LOG_LEVEL", "info"))
     logging.config.dictConfig(log_config)
+    prepare_multiprocess_dir(data_dir(args.data))
+    apply_serve_defaults()
     runtime = Runtime(args.data, args.store)
     try:
         prepare(runtime, f"http://{args.host}:{args.port}")
@@ -92,12 +100,6 @@ def serve(args) -> int:
         "timeout": 60,
         "graceful_timeout": 10,
     }
-    # Logs: JSON lines on stderr, one per request (adapters.observability); metrics: the
-    # workers' counters in prometheus-client's multiprocess files under <data>/metrics.
-    prepare_multiprocess_dir(runtime.data)
     options["logconfig_dict"] = log_config
-    from adapters.ratelimit import apply_serve_defaults
-
-    apply_serve_defaults()  # rate limits: the documented defaults unless set (docs/operations.md)
     ScimLedgerServer(options, str(runtime.data), runtime.store).run()
     return 0

@@ -363,6 +363,14 @@ class ProcessTree:
         return rows
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processors spent busy since boot (/proc/stat, everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 def client_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system

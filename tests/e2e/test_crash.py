@@ -45,7 +45,7 @@ KILLS = int(os.environ.get("SCIMLEDGER_CHAOS_KILLS", "5"))
 SEED = int(os.environ.get("SCIMLEDGER_CHAOS_SEED", str(random.randrange(2**32))))
 CLIENTS = 4
 GROUPS = 3
-MAX_USERS_PER_CLIENT = 30
+MAX_USERS_PER_CLIENT = 10 + 6 * KILLS  # a pool that grows with the run, so deletions leave users to check
 TOPIC = "domain.model:"
 # What happens to the directory file after each kill, in turn: every run of the test
 # restarts on a deleted, a truncated and an overwritten read model at least once.
@@ -151,7 +151,8 @@ def tamper_with_directory(data: Path, how: str, rng: random.Random) -> None:
 def run_chaos(tmp_path: Path, kills: int) -> tuple[Chaos, Server, dict]:
     rng = random.Random(SEED)
     token = f"chaos-{uuid.uuid4().hex}"
-    server = Server(tmp_path / "data", tmp_path / "logs", token)
+    # No rate limit: the checks afterwards read every user as fast as they can.
+    server = Server(tmp_path / "data", tmp_path / "logs", token, SCIMLEDGER_RATE_LIMIT="0")
     figures = {"kills": 0, "directory_deleted": 0, "directory_truncated": 0, "directory_garbled": 0}
     try:
         server.start().wait_ready()
@@ -348,7 +349,8 @@ def check_log(chaos: Chaos, events: list) -> dict:
     for claim, owner in claims.items():
         if owner is not None and claim_names[claim].endswith("@chaos.example"):
             assert owner in users and users[owner].casefold() == claim_names[claim].casefold(), f"claim {claim} dangles"
-    return {"events": len(events), "requests_in_log": len(by_rid)}
+    unanswered_applied = sum(1 for o in chaos.outcomes if o.status is None and o.rid in by_rid)
+    return {"events": len(events), "requests_in_log": len(by_rid), "unanswered_but_applied": unanswered_applied}
 
 
 def table_dump(path: Path) -> dict:

@@ -127,7 +127,7 @@ def test_a_failed_operation_leaves_no_trace_on_shared_resources(client):
             {"op": "replace", "path": "title", "value": "Two"}, {"op": "replace", "path": "active", "value": "maybe"}]}},
         {"method": "POST", "path": "/Groups", "bulkId": "g", "data": {"displayName": "G", "members": [{"value": "bulkId:a"}]}},
         {"method": "PATCH", "path": "/Groups/bulkId:g", "data": {"Operations": [
-            {"op": "remove", "path": "members"}, {"op": "add", "path": "members", "value": [{"value": "nobody"}]}]}},
+            {"op": "remove", "path": "members"}, {"op": "replace", "path": "displayName", "value": ""}]}},
         {"method": "DELETE", "path": "/Users/bulkId:a"},
         {"method": "PATCH", "path": "/Users/bulkId:a", "data": {"Operations": [{"op": "add", "path": "title", "value": "x"}]}},
     )

@@ -132,7 +132,6 @@ WRONG_TYPES = [
     ("POST", "/Users", {"schemas": ["urn:example:unknown:2.0:Thing"], "urn:example:unknown:2.0:Thing:size": 3}),
     ("POST", "/Groups", {"displayName": 7}),
     ("POST", "/Groups", {"displayName": "G", "members": [{"value": 5}]}),
-    ("POST", "/Groups", {"displayName": "G", "members": [{"value": str(uuid.uuid4())}]}),
     ("PUT", "/Users/{user}", {"userName": {"a": 1}, "emails": [{"value": "a@x"}]}),
     ("PUT", "/Groups/{group}", {"displayName": None}),
 ]
@@ -143,7 +142,6 @@ BAD_OPERATIONS = [
     [{"op": "add", "path": "nonexistent", "value": "x"}], [{"op": "add", "path": "urn:example:unknown:2.0:Thing:size", "value": 1}],
     [{"op": "replace", "path": "emails[type eq]", "value": "x"}], [{"op": "replace", "path": "title", "value": {"a": 1}}],
     [{"op": "replace", "path": "x" * 10_000, "value": 1}], [{"op": "replace", "path": "emails[" * 50 + "value pr", "value": 1}],
-    [{"op": "add", "path": "members", "value": [{"value": str(uuid.uuid4())}]}],
     # The first operation is fine, the second is not: nothing at all may be applied.
     [{"op": "replace", "path": "title", "value": "Changed"}, {"op": "replace", "path": "active", "value": "maybe"}],
     [{"op": "replace", "path": "displayName", "value": "Changed"}, {"op": "frobnicate"}],

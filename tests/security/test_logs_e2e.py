@@ -87,7 +87,9 @@ def test_no_secret_reaches_any_log_or_file_and_every_log_line_is_json(tmp_path):
                      if line.startswith("scimledger_http_requests_total{") and 'route="/scim/v2/ServiceProviderConfig"' in line)
         assert served == 20, metrics[:2000]
         assert len({p.name.split("_")[-1] for p in (data / "metrics").glob("*.db")}) >= 2, "one file set per worker"
-        cli(data, "token", "revoke", cli(data, "token", "list").splitlines()[-1].split()[0])
+        listing = cli(data, "token", "list")
+        assert not any(secret in listing for secret in secrets)  # shown once, at creation only
+        cli(data, "token", "revoke", listing.splitlines()[-1].split()[0])
         client.close()
     finally:
         server.stop()

@@ -180,6 +180,8 @@ def test_uniqueness_in_one_tenant_does_not_reveal_the_other(world):
 
 
 def test_member_and_manager_references_to_b_are_unknown_ids(world):
+    """B's ids named as members in A are what ids that name nothing are: left out (or
+    refused) alike, and never become members of anything in A."""
     before = world.head()
     same_answer(world, "PATCH", lambda _: f"/scim/v2/Groups/{world.a_group}", json=lambda rid: {
         "schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": [{"value": rid}]}]})
@@ -187,14 +189,25 @@ def test_member_and_manager_references_to_b_are_unknown_ids(world):
         "schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": f'members[value eq "{rid}"]'}]})
     same_answer(world, "PUT", lambda _: f"/scim/v2/Groups/{world.a_group}", json=lambda rid: {
         "displayName": "Alpha Group", "members": [{"value": rid}]})
-    same_answer(world, "POST", lambda _: "/scim/v2/Groups", json=lambda rid: {
-        "displayName": f"Probe {uuid.uuid4()}", "members": [{"value": rid}]})
     assert world.head() == before
+    for b_id in world.b_ids:  # a group created naming B's ids: same as naming nobody
+        nowhere = str(uuid.uuid4())
+        theirs = world.as_a("POST", "/scim/v2/Groups", json={"displayName": f"P {b_id}", "members": [{"value": b_id}]})
+        none = world.as_a("POST", "/scim/v2/Groups", json={"displayName": f"P {nowhere}", "members": [{"value": nowhere}]})
+        assert theirs.status_code == none.status_code
+        if theirs.status_code == 201:
+            assert theirs.json.get("members", []) == none.json.get("members", []) == []
+        else:
+            assert masked(theirs, b_id) == masked(none, nowhere)
+    group = world.as_a("GET", f"/scim/v2/Groups/{world.a_group}").json
+    assert not any(m["value"] in world.b_ids for m in group.get("members", []))
     # A manager reference is only an id; whatever A may store, it never reads B's user through it.
     response = world.as_a("PATCH", f"/scim/v2/Users/{world.a_user}", json={"schemas": [PATCH_OP], "Operations": [
         {"op": "replace", "path": f"{ENTERPRISE}:manager", "value": world.b_user}]})
     assert response.status_code in (200, 400)
     world.as_a("GET", f"/scim/v2/Users/{world.a_user}")
+    # B is untouched.
+    assert [m["value"] for m in world.b.scim.get(f"/Groups/{world.b_group}").json["members"]] == [world.b_user]
 
 
 def test_search_endpoint_if_present(world):
@@ -220,8 +233,8 @@ def test_bulk_endpoint_if_present(world):
                 {"method": "PATCH", "path": f"/Users/{rid}", "bulkId": "p1",
                  "data": {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "owned"}]}},
                 {"method": "DELETE", "path": f"/Groups/{rid}", "bulkId": "d1"},
-                {"method": "POST", "path": "/Groups", "bulkId": "g1",
-                 "data": {"displayName": f"Bulk probe {rid[:8]}", "members": [{"value": rid}]}},
+                {"method": "PATCH", "path": f"/Groups/{world.a_group}", "bulkId": "g1",
+                 "data": {"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": [{"value": rid}]}]}},
             ]}
         same_answer(world, "POST", lambda _, r=route: r.fill(**{"*": world.a_user}), json=body)
     assert world.head() == before

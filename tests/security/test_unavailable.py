@@ -5,13 +5,17 @@ everything works and the directory equals a fresh rebuild (issue 7).
 * In-process, always: the event store opened through a real read-only SQLite connection
   (``mode=ro``), exactly what SQLite does when it cannot open the file for writing.
 * Over HTTP, where this machine lets root mount (CI does): ``scimledger serve`` on a
-  tiny tmpfs, first filled to the last byte (ENOSPC), then remounted read-only.
+  tiny tmpfs, first filled to the last byte (ENOSPC) while it runs, then (after a hard
+  stop: Linux will not remount read-only under open files) started on the tmpfs
+  remounted read-only. This test found workers dying of SIGBUS on a full disk
+  (prometheus-client's sparse mmap files), fixed in adapters/observability.py.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -125,6 +129,17 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+def remount(disk: Path, mode: str) -> None:
+    """The kernel lets go of a killed process's files a moment after it is gone."""
+    deadline = time.monotonic() + 10
+    while True:
+        done = subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(0.1)
+
+
 @pytest.mark.e2e
 def test_a_full_then_read_only_data_directory_over_http(tiny_disk, tmp_path):
     token = f"disk-{uuid.uuid4().hex}"
@@ -156,7 +171,7 @@ def test_a_full_then_read_only_data_directory_over_http(tiny_disk, tmp_path):
         # media without them: the server then refuses to start, with that message.)
         client.close()
         server.kill()
-        subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+        remount(tiny_disk, "ro")
         server.start().wait_ready()
         client = Client(server.base_url, token)
         assert client.ok("GET", "/Users?count=1000")["totalResults"] >= 6  # reads work
@@ -169,7 +184,7 @@ def test_a_full_then_read_only_data_directory_over_http(tiny_disk, tmp_path):
             assert reply.body["status"] == "503" and reply.header("retry-after")
         client.close()
         server.stop()
-        subprocess.run(["mount", "-o", "remount,rw", str(tiny_disk)], check=True)
+        remount(tiny_disk, "rw")
         server.start().wait_ready()
         client = Client(server.base_url, token)
         client.ok("POST", "/Users", user_body("after-ro@disk.example"), status=201)
