@@ -21,7 +21,7 @@ import orjson
 
 from domain.model import Group, Token, User, apply_changes
 from domain.service import StaleRead
-from projections.directory_schema import DDL
+from projections.directory_schema import DDL, SCHEMA_VERSION
 
 PAGE = 1000
 POSITION_NAME = "ledger"
@@ -29,7 +29,7 @@ POSITION_NAME = "ledger"
 
 def utc_text(moment: datetime) -> str:
     """The fixed-width UTC form all timestamps are stored in (sorts as it compares)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -49,7 +49,7 @@ class Directory:
         self.decode = decode
         self._local = threading.local()
         self._catch_up_lock = threading.Lock()  # one catching-up thread per process
-        self.conn.executescript(DDL)
+        self._create_or_rebuild_schema()
         handlers = {
             User.Provisioned: self._user_provisioned,
             User.AttributesChanged: self._user_attributes_changed,
@@ -67,6 +67,20 @@ class Directory:
         }
         self._by_topic = {_topic(cls): handler for cls, handler in handlers.items()}
         self.topics = tuple(self._by_topic)
+
+    def _create_or_rebuild_schema(self) -> None:
+        """Create the tables; a file of an older projection version is emptied first, so
+        the next catch-up rebuilds it from the log (a read model never needs migrating)."""
+        with self._transaction(immediate=True) as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                conn.execute(f'DROP TABLE "{table}"')
+            for statement in DDL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections ---------------------------------------------------------------
 
@@ -154,11 +168,12 @@ class Directory:
     def _user_provisioned(self, conn, user_id: str, version: int, state: dict) -> None:
         attributes = state["attributes"]
         moment = utc_text(state["timestamp"])
-        conn.execute(
-            "INSERT OR REPLACE INTO users (id, tenant, user_name, external_id, display_name, active, "
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO users (id, tenant, user_name, external_id, display_name, active, "
             "work_email, created, last_modified, version, resource) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (user_id, state["tenant"], *_user_columns(attributes), moment, moment, version, orjson.dumps(attributes)),
         )
+        _count(conn, state["tenant"], "User", cursor.rowcount)
 
     def _user_attributes_changed(self, conn, user_id: str, version: int, state: dict) -> None:
         self._update_user(conn, user_id, version, state, lambda a: apply_changes(a, state["changes"], User.EXTENSIONS))
@@ -181,18 +196,20 @@ class Directory:
         )
 
     def _user_deprovisioned(self, conn, user_id: str, version: int, state: dict) -> None:
-        conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        for (tenant,) in conn.execute("DELETE FROM users WHERE id = ? RETURNING tenant", (user_id,)).fetchall():
+            _count(conn, tenant, "User", -1)
         self._drop_member_everywhere(conn, user_id)
 
     def _group_created(self, conn, group_id: str, version: int, state: dict) -> None:
         attributes = state["attributes"]
         moment = utc_text(state["timestamp"])
-        conn.execute(
-            "INSERT OR REPLACE INTO groups (id, tenant, display_name, external_id, created, last_modified, "
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO groups (id, tenant, display_name, external_id, created, last_modified, "
             "version, member_count, resource) VALUES (?,?,?,?,?,?,?,0,?)",
             (group_id, state["tenant"], attributes["displayName"], attributes.get("externalId"), moment, moment,
              version, orjson.dumps(attributes)),
         )
+        _count(conn, state["tenant"], "Group", cursor.rowcount)
 
     def _group_changed(self, conn, group_id: str, version: int, state: dict) -> None:
         row = conn.execute("SELECT resource FROM groups WHERE id = ?", (group_id,)).fetchone()
@@ -233,7 +250,8 @@ class Directory:
         self._touch_group(conn, group_id, version, state, -cursor.rowcount)
 
     def _group_deleted(self, conn, group_id: str, version: int, state: dict) -> None:
-        conn.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+        for (tenant,) in conn.execute("DELETE FROM groups WHERE id = ? RETURNING tenant", (group_id,)).fetchall():
+            _count(conn, tenant, "Group", -1)
         conn.execute("DELETE FROM memberships WHERE group_id = ?", (group_id,))
         self._drop_member_everywhere(conn, group_id)
 
@@ -258,8 +276,10 @@ class Directory:
     def live_members(self, tenant: str, ids: list[str]) -> dict[str, str]:
         self.catch_up()
         rows = self.conn.execute(
-            "SELECT id, 'User' FROM users WHERE tenant = ?1 AND id IN (SELECT value FROM json_each(?2)) "
-            "UNION ALL SELECT id, 'Group' FROM groups WHERE tenant = ?1 AND id IN (SELECT value FROM json_each(?2))",
+            # "+tenant": look the ids up by primary key. Without it SQLite prefers the
+            # (tenant, created) index and scans the whole tenant.
+            "SELECT id, 'User' FROM users WHERE +tenant = ?1 AND id IN (SELECT value FROM json_each(?2)) "
+            "UNION ALL SELECT id, 'Group' FROM groups WHERE +tenant = ?1 AND id IN (SELECT value FROM json_each(?2))",
             (tenant, orjson.dumps(ids)),
         )
         return dict(rows.fetchall())
@@ -315,28 +335,6 @@ class Directory:
             (tenant, group_id),
         ).fetchone()
 
-    def search(self, table: str, tenant: str, where: str, params: list, order_by: str | None,
-               descending: bool, offset: int, limit: int) -> tuple[int, list[tuple]]:
-        """Total matches and one page of rows ``(id, created, last_modified, version, resource)``.
-
-        ``table`` is "users" or "groups" (never client text); ``where`` and ``order_by``
-        come from the filter compiler, whose SQL holds only schema-derived names.
-        """
-        assert table in ("users", "groups")
-        condition = f"r.tenant = ? AND ({where})" if where else "r.tenant = ?"
-        args = [tenant, *params]
-        total = self.conn.execute(f"SELECT count(*) FROM {table} r WHERE {condition}", args).fetchone()[0]
-        if limit <= 0 or offset >= total:
-            return total, []
-        direction = "DESC" if descending else "ASC"
-        order = f"{order_by} {direction}, r.created {direction}, r.id {direction}" if order_by else "r.created, r.id"
-        rows = self.conn.execute(
-            f"SELECT r.id, r.created, r.last_modified, r.version, r.resource FROM {table} r "
-            f"WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ).fetchall()
-        return total, rows
-
     def page(self, tenant: str, sources: list[Source], limit: int, *, descending: bool = False, offset: int = 0,
              after: tuple | None = None, before: tuple | None = None) -> tuple[int, list[tuple], bool]:
         """One page of a query over one or more resource tables (several: a search at the
@@ -356,9 +354,7 @@ class Directory:
         for source in sources:
             assert source.table in ("users", "groups") and source.kind in ("User", "Group")
             condition = f"r.tenant = ? AND ({source.where})" if source.where else "r.tenant = ?"
-            total += self.conn.execute(
-                f"SELECT count(*) FROM {source.table} r WHERE {condition}", [tenant, *source.params]
-            ).fetchone()[0]
+            total += self._count(tenant, source, condition)
             sort = source.sort or ("x''" if sorted_ else "NULL")
             selects.append(
                 f"SELECT '{source.kind}' AS kind, r.id AS id, r.created AS created, r.last_modified AS last_modified, "
@@ -391,6 +387,16 @@ class Directory:
         if before is not None:
             rows.reverse()
         return total, rows, more
+
+    def _count(self, tenant: str, source: Source, condition: str) -> int:
+        if not source.where:  # an unfiltered list: the kept count, not a scan of the tenant
+            row = self.conn.execute(
+                "SELECT n FROM resource_counts WHERE tenant = ? AND kind = ?", (tenant, source.kind)
+            ).fetchone()
+            return row[0] if row else 0
+        return self.conn.execute(
+            f"SELECT count(*) FROM {source.table} r WHERE {condition}", [tenant, *source.params]
+        ).fetchone()[0]
 
     def member_count(self, group_id: str) -> int:
         row = self.conn.execute("SELECT member_count FROM groups WHERE id = ?", (group_id,)).fetchone()
@@ -434,6 +440,15 @@ class Source:
     params: tuple = ()
     sort: str | None = None  # the value to sort by (compile_sort_key), never NULL
     collation: str = "BINARY"
+
+
+def _count(conn, tenant: str, kind: str, delta: int) -> None:
+    if delta:
+        conn.execute(
+            "INSERT INTO resource_counts (tenant, kind, n) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant, kind) DO UPDATE SET n = n + excluded.n",
+            (tenant, kind, delta),
+        )
 
 
 def _user_columns(attributes: dict) -> tuple:

@@ -7,6 +7,10 @@ Timestamps are UTC text of fixed width (``2025-01-07T10:00:00.000000Z``) and sor
 as they compare.
 """
 
+# Bump when the tables or what the handlers write change: files of another version are
+# rebuilt from the log when opened.
+SCHEMA_VERSION = 2
+
 DDL = """
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
@@ -61,6 +65,14 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tokens_secret_hash ON tokens (secret_hash);
+
+-- Kept counts per tenant, so an unfiltered list need not count the whole tenant.
+CREATE TABLE IF NOT EXISTS resource_counts (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (tenant, kind)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS position (
     name TEXT PRIMARY KEY,

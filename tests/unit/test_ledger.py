@@ -134,7 +134,7 @@ def test_the_directory_rebuilds_identically_from_the_log(runtime, tmp_path):
 
     rebuilt = Directory(tmp_path / "rebuilt.sqlite3", runtime.ledger.recorder, runtime.ledger.mapper.transcoder.decode)
     rebuilt.catch_up()
-    for table in ("users", "groups", "memberships", "tokens"):
+    for table in ("users", "groups", "memberships", "tokens", "resource_counts"):
         live = runtime.directory.conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
         fresh = rebuilt.conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
         assert live == fresh, table
@@ -154,3 +154,21 @@ def test_groups_are_snapshotted_and_still_load(runtime):
     assert snapshots, "a snapshot is taken every 200 versions"
     loaded = runtime.ledger.repository.get(uuid.UUID(group.id))
     assert isinstance(loaded, Group) and loaded.display_name == "Snap" and loaded.version == 206
+
+
+def test_a_directory_file_of_another_projection_version_is_rebuilt(runtime):
+    runtime.ledger.provision_user("default", user_body("ava"), CAUSE)
+    runtime.directory.catch_up()
+    path = runtime.directory.path
+    conn = runtime.directory.conn
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("DELETE FROM resource_counts")  # what an older version would not have kept
+    runtime.directory.close()
+
+    from projections.directory import Directory
+
+    reopened = Directory(path, runtime.ledger.recorder, runtime.ledger.mapper.transcoder.decode)
+    assert reopened.position() == 0
+    reopened.catch_up()
+    assert reopened.conn.execute("SELECT n FROM resource_counts WHERE kind = 'User'").fetchone() == (1,)
+    reopened.close()
