@@ -81,7 +81,9 @@ class Cursors:
         if not hmac.compare_digest(given, self._mac(body)):
             raise InvalidCursor("The cursor is not one this server issued (or it was altered).")
         payload = orjson.loads(_unb64(body))
-        if payload.get("t") != tenant or payload.get("q") != _digest(query):
+        if payload.get("t") != tenant:  # another tenant's cursor: exactly like a forged one
+            raise InvalidCursor("The cursor is not one this server issued (or it was altered).")
+        if payload.get("q") != _digest(query):
             raise InvalidCursor(
                 "The cursor belongs to another query: repeat the filter, sortBy and sortOrder of the first page."
             )

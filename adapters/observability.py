@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from adapters.logs import MULTIPROC_ENV, JsonFormatter, logging_config  # noqa: F401 - re-exported
+from adapters.logs import MULTIPROC_ENV
 
 access_log = logging.getLogger("scimledger.access")
 log = logging.getLogger("scimledger")

@@ -14,11 +14,14 @@ from projections.directory import Directory
 
 
 class Runtime:
-    def __init__(self, data: str | Path | None = None, store: str | None = None):
+    def __init__(self, data: str | Path | None = None, store: str | None = None, check_directory: bool = True):
+        """``check_directory``: look for a damaged directory file first. ``serve`` checks once,
+        before forking, and its workers skip it (it reads the whole file)."""
         self.data = data_dir(str(data) if data else None)
         self.store = store_url(store)
         self.ledger: Ledger = open_ledger(self.data, self.store)
-        set_aside_if_corrupt(self.data / "directory.sqlite3")
+        if check_directory:
+            set_aside_if_corrupt(self.data / "directory.sqlite3")
         self.directory = Directory(self.data / "directory.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode)
         self.ledger.facts = self.directory
         self.ledger.schemas = configured_schemas()  # + operator extension schemas (issue 3)

@@ -27,7 +27,7 @@ class ScimLedgerServer(BaseApplication):
         from adapters.app import collapse_slashes, create_app
         from adapters.readiness import Readiness
 
-        runtime = Runtime(self.data, self.store)
+        runtime = Runtime(self.data, self.store, check_directory=False)
         # Build (or catch up) the directory from the log in the background; /readyz says
         # 503 until that is done, /healthz answers at once.
         runtime.readiness = Readiness(runtime).start()

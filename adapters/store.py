@@ -80,7 +80,6 @@ def store_env(data: Path, url: str | None) -> dict:
         "POSTGRES_PORT": str(parts.port or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
-        "POSTGRES_PRE_PING": "y",
     }
     for name, (key, default) in PG_SETTINGS.items():
         value = query.get(name) or os.environ.get(key) or default
@@ -113,9 +112,14 @@ def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None
     """
     data.mkdir(parents=True, exist_ok=True)  # the projections live here whatever the store
     env = store_env(data, url)
+    ledger_class = Ledger
+    if os.environ.get("SCIMLEDGER_GROUP_COMMIT", "").lower() in ("1", "y", "yes", "true", "on"):
+        from adapters.group_commit import GroupCommitLedger
+
+        ledger_class = GroupCommitLedger
     try:
         with _stamped(env):
-            return Ledger(env=env, facts=facts)  # creates the library's tables on first use
+            return ledger_class(env=env, facts=facts)  # creates the library's tables on first use
     except _unreachable() as error:
         raise StoreUnreachable(_redacted(url), error) from error
 

@@ -13,6 +13,8 @@ import falcon
 import falcon.inspect
 import pytest
 
+from adapters import ratelimit
+
 from adapters.app import collapse_slashes, create_app
 from adapters.cli import issue_token
 from tests.conftest import ScimClient
@@ -95,3 +97,18 @@ def tenant(runtime, app, name: str) -> Tenant:
         ScimClient(app, issue_token(runtime, name, "scim", f"{name} provisioning")),
         ScimClient(app, issue_token(runtime, name, "audit", f"{name} audit"), base=""),
     )
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The rate limiters' clock, moved by hand."""
+
+    class Clock:
+        t = 1000.0
+
+        def __call__(self):
+            return self.t
+
+    fake = Clock()
+    monkeypatch.setattr(ratelimit, "now", fake)
+    return fake

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from uuid import UUID

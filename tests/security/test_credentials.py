@@ -11,8 +11,6 @@ import base64
 import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from adapters import auth, ratelimit, tokens
 from adapters.app import collapse_slashes, create_app
 from adapters.cli import issue_token
@@ -98,21 +96,6 @@ def test_scopes_are_enforced_on_every_route(sqlite_runtime, sqlite_app):
             wrong = scim if route.audit else audit
             scim_error(wrong.simulate_request(method, path, json={}), 403)
             scim_error(anonymous.simulate_request(method, path, json={}, headers={"Authorization": ""}), 401)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """The rate limiters' clock, moved by hand."""
-
-    class Clock:
-        t = 1000.0
-
-        def __call__(self):
-            return self.t
-
-    fake = Clock()
-    monkeypatch.setattr(ratelimit, "now", fake)
-    return fake
 
 
 def test_repeated_failed_authentication_from_one_address_is_slowed(sqlite_runtime, monkeypatch, clock):

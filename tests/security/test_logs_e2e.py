@@ -56,7 +56,13 @@ def test_no_secret_reaches_any_log_or_file_and_every_log_line_is_json(tmp_path):
         assert client.call("GET", f"/Users?access_token={bootstrap}").status == 200
         assert client.call("POST", "/Users", {"userName": bootstrap, "password": issued}).status == 400
         assert client.call("GET", "/Users", headers={"X-Request-Id": "req-" + uuid.uuid4().hex}).status == 200
-        requests += 10
+        # Hostile bodies over real HTTP too: too big (413 before it is read), too deep, not UTF-8.
+        for raw, status in ((b'{"userName": "' + b"x" * (2 << 20) + b'"}', 413), (b"[" * 100 + b"]" * 100, 400),
+                            (b'{"userName": "\xff\xfe"}', 400)):
+            reply = client.call("POST", "/Users", raw=raw)
+            assert reply is not None and reply.status == status and reply.body["status"] == str(status)
+            client.close()  # gunicorn drains at most 64 KiB of an unread body, then drops the connection
+        requests += 13
         second = Client(server.base_url, issued)
         assert second.call("GET", "/Users").status == 200
         second.close()

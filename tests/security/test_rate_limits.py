@@ -12,17 +12,16 @@ from adapters.app import collapse_slashes, create_app
 from adapters.cli import issue_token
 from tests.conftest import ScimClient
 from tests.security.conftest import scim_error
-from tests.security.test_credentials import clock  # noqa: F401 - fixture
 
 
 @pytest.fixture
-def limited_app(sqlite_runtime, monkeypatch, clock):  # noqa: F811
+def limited_app(sqlite_runtime, monkeypatch, clock):
     monkeypatch.setenv("SCIMLEDGER_RATE_LIMIT", "2")
     monkeypatch.setenv("SCIMLEDGER_RATE_BURST", "3")
     return collapse_slashes(create_app(sqlite_runtime))
 
 
-def test_a_token_over_its_rate_gets_429_with_retry_after(sqlite_runtime, limited_app, clock):  # noqa: F811
+def test_a_token_over_its_rate_gets_429_with_retry_after(sqlite_runtime, limited_app, clock):
     greedy = ScimClient(limited_app, issue_token(sqlite_runtime, "alpha", "scim", "greedy"))
     polite = ScimClient(limited_app, issue_token(sqlite_runtime, "beta", "scim", "polite"))
     for _ in range(3):

@@ -168,6 +168,27 @@ def test_lists_filters_sorting_and_paging_show_only_the_callers_tenant(world):
             assert response.json["totalResults"] == len(mine)
 
 
+def test_another_tenants_cursor_is_just_an_invalid_cursor(world):
+    """RFC 9865 cursors: one of B's, presented by A, answers as a forged one does and
+    shows A nothing (on every listing that hands out cursors)."""
+    listings = [("/scim/v2/Users", "cursor&count=1"), ("/scim/v2/Groups", "cursor&count=1")]
+    tried = 0
+    for path, query in listings:
+        first = world.b.scim.simulate_get(path, query_string=query)
+        cursor = first.json.get("nextCursor") if first.status_code == 200 else None
+        if not cursor:
+            continue
+        body, _, mac = cursor.partition(".")
+        forged = f"{body}.{'A' * len(mac)}"
+        theirs = world.as_a("GET", path, query_string=f"cursor={cursor}&count=1")
+        none = world.as_a("GET", path, query_string=f"cursor={forged}&count=1")
+        assert masked(theirs) == masked(none), (theirs.text, none.text)
+        assert theirs.status_code == 400 or not any(b in theirs.text for b in world.b_ids)
+        tried += 1
+    if not tried:
+        pytest.skip("no listing hands out cursors")
+
+
 def test_uniqueness_in_one_tenant_does_not_reveal_the_other(world):
     """A userName or group name taken in B is free in A (a 409 would tell A it exists)."""
     a = world.a.scim
@@ -192,7 +213,7 @@ def test_member_and_manager_references_to_b_are_unknown_ids(world):
     assert world.head() == before
     for b_id in world.b_ids:  # a group created naming B's ids: same as naming nobody
         nowhere = str(uuid.uuid4())
-        theirs = world.as_a("POST", "/scim/v2/Groups", json={"displayName": f"P {b_id}", "members": [{"value": b_id}]})
+        theirs = world.as_a("POST", "/scim/v2/Groups", json={"displayName": f"P {uuid.uuid4()}", "members": [{"value": b_id}]})
         none = world.as_a("POST", "/scim/v2/Groups", json={"displayName": f"P {nowhere}", "members": [{"value": nowhere}]})
         assert theirs.status_code == none.status_code
         if theirs.status_code == 201:

@@ -153,14 +153,16 @@ def test_a_full_then_read_only_data_directory_over_http(tiny_disk, tmp_path):
         refused = 0
         for i in range(30):  # until SQLite runs out of the pages it had spare
             reply = client.call("POST", "/Users", user_body(f"full{i}@disk.example", title="x" * 20_000))
-            assert reply is not None and reply.status in (201, 503), (reply and reply.status, reply and reply.raw[:300])
+            assert reply is not None and reply.status in (201, 503), (reply and reply.status, reply and reply.raw[:300],
+                                                                      server.tail())
             if reply.status == 503:
                 refused += 1
                 body = reply.body
                 assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"] and body["status"] == "503"
                 assert reply.header("retry-after")
         assert refused, "the full disk never refused a write"
-        assert client.call("GET", f"/Users/{created[0]}").status in (200, 503)
+        reply = client.call("GET", f"/Users/{created[0]}")
+        assert reply is not None and reply.status in (200, 503), (reply and reply.status, server.tail())
         filler.unlink()
         client.ok("POST", "/Users", user_body("after-full@disk.example"), status=201)
 
