@@ -89,6 +89,8 @@ class BearerAuth:
     def _authenticate(self, req: falcon.Request) -> tuple[str, str, str, str]:
         secret = _bearer(req)
         directory = self.runtime.directory
+        # The one catch-up of a request: it happens after the request arrived, so the
+        # token check and every read after it see each write acknowledged before then.
         directory.catch_up()
         presented = hash_secret(secret)
         row = directory.token_by_hash(presented)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from gunicorn import glogging
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -69,3 +70,11 @@ def prepare_multiprocess_dir(data: str | Path) -> str | None:
         return None
     os.environ[MULTIPROC_ENV] = str(path)
     return str(path)
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logger without its access log: RequestLog writes one JSON line per
+    request, and gunicorn would format its own line (then drop it) on every request."""
+
+    def access(self, resp, req, environ, request_time) -> None:
+        pass

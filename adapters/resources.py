@@ -1,8 +1,9 @@
 """Falcon resources for /Users, /Groups, /.search and /Me: thin translations of HTTP into
 service calls and directory queries.
 
-Every read catches the directory up to the log's head first; every write catches it up
-to the write's own position before answering from it (read-your-writes). Every response
+Every request has caught the directory up to the log's head before it gets here (in the
+bearer-auth middleware); every write catches it up to the write's own position before
+answering from it (read-your-writes). Every response
 that carries a resource honours ``attributes``/``excludedAttributes`` (RFC 7644 §3.9).
 """
 
@@ -85,7 +86,6 @@ class ScimResources:
         self.searcher.respond(req, resp, [self], Query.from_body(_object_body(req)))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
-        self.directory.catch_up()
         row = self._existing_row(req, resource_id)
         if _matches(req.if_none_match, row[3]):
             resp.status = falcon.HTTP_304

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from adapters.log_head import log_head
 from adapters.store import data_dir, open_ledger, store_url
 from domain.service import Ledger
 from projections.audit import AuditLog
@@ -22,7 +23,9 @@ class Runtime:
         self.ledger: Ledger = open_ledger(self.data, self.store)
         if check_directory:
             set_aside_if_corrupt(self.data / "directory.sqlite3")
-        self.directory = Directory(self.data / "directory.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode)
+        self.directory = Directory(
+            self.data / "directory.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode, log_head(self.ledger)
+        )
         self.ledger.facts = self.directory
         self.ledger.schemas = configured_schemas()  # + operator extension schemas (issue 3)
         # Caught up lazily, by audit queries and replay: not on the SCIM write path.

@@ -126,7 +126,6 @@ class Searcher:
         if not cursor_mode:
             start_index = min(max(query.start_index or 1, 1), MAX_START_INDEX)  # below 1 means 1
             count = min(max(query.count if query.count is not None else DEFAULT_COUNT, 0), MAX_COUNT)
-            directory.catch_up()
             total, rows, _ = directory.page(tenant, sources, count, descending=descending, offset=start_index - 1)
             return list_response(self._render(req, endpoints, rows, query), total, start_index)
 
@@ -136,7 +135,6 @@ class Searcher:
         count = query.count if query.count is not None else (position.count if position and position.count else DEFAULT_COUNT)
         if count < 0 or count > MAX_COUNT:
             raise InvalidCount(f"count must be between 0 and {MAX_COUNT} (maxPageSize) with cursor pagination.")
-        directory.catch_up()
         try:
             if position is None:
                 total, rows, more = directory.page(tenant, sources, count, descending=descending)

@@ -101,5 +101,6 @@ def serve(args) -> int:
         "graceful_timeout": 10,
     }
     options["logconfig_dict"] = log_config
+    options["logger_class"] = "adapters.logs.GunicornLogger"
     ScimLedgerServer(options, str(runtime.data), runtime.store).run()
     return 0

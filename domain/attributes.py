@@ -83,13 +83,20 @@ def _in_extensions(rt: ResourceType, name: str) -> Location | None:
     return None
 
 
-def locations(rt: ResourceType) -> Iterator[Location]:
+def locations(rt: ResourceType) -> tuple[Location, ...]:
     """Every attribute of ``rt``: common, core, then each extension's."""
-    for attribute in (*COMMON_ATTRIBUTES, *rt.core.attributes):
-        yield Location(attribute)
-    for extension in rt.extensions:
-        for attribute in extension.attributes:
-            yield Location(attribute, extension.id)
+    cached = _LOCATIONS.get(id(rt))
+    if cached is None or cached[0] is not rt:
+        found = tuple(Location(attribute) for attribute in (*COMMON_ATTRIBUTES, *rt.core.attributes)) + tuple(
+            Location(attribute, extension.id) for extension in rt.extensions for attribute in extension.attributes
+        )
+        cached = _LOCATIONS[id(rt)] = (rt, found)
+    return cached[1]
+
+
+# Keyed by id() and holding the ResourceType itself: every write walks these, and
+# hashing the frozen schema tree each time would cost more than the walk.
+_LOCATIONS: dict[int, tuple[ResourceType, tuple[Location, ...]]] = {}
 
 
 def is_members(location: Location) -> bool:

@@ -43,10 +43,13 @@ def connect(path: Path | str) -> sqlite3.Connection:
 class Directory:
     """Implements ``domain.service.DirectoryFacts`` and the queries the HTTP layer needs."""
 
-    def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict]):
+    def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
+                 head: Callable[[], int] | None = None):
+        """``head`` reads the log's last position (default: ask the recorder)."""
         self.path = Path(path)
         self.recorder = recorder  # the event store's ApplicationRecorder
         self.decode = decode
+        self.head = head or (lambda: recorder.max_notification_id() or 0)
         self._local = threading.local()
         self._catch_up_lock = threading.Lock()  # one catching-up thread per process
         self._create_or_rebuild_schema()
@@ -135,7 +138,7 @@ class Directory:
         self._follow_replay()
         if until is not None and self.position() >= until:
             return self.position()
-        head = self.recorder.max_notification_id() or 0
+        head = self.head()
         if self.position() >= head:
             return self.position()
         with self._catch_up_lock:

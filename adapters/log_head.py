@@ -1,0 +1,32 @@
+"""Reading the event log's head, which every request does before it reads the directory.
+
+On SQLite the library answers ``max_notification_id()`` through its pooled transaction
+machinery, about 60 µs for a query SQLite answers in a few: a plain connection per
+thread does the same read directly. PostgreSQL goes through the recorder.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Callable
+
+
+class SqliteLogHead:
+    def __init__(self, path: str, table: str = "stored_events"):
+        self.path = path
+        self.sql = f"SELECT MAX(rowid) FROM {table}"
+        self._local = threading.local()
+
+    def __call__(self) -> int:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        return conn.execute(self.sql).fetchone()[0] or 0
+
+
+def log_head(ledger) -> Callable[[], int]:
+    recorder = ledger.recorder
+    if type(recorder).__module__ == "eventsourcing.sqlite" and ledger.env.get("SQLITE_DBNAME", "").find(":memory:") < 0:
+        return SqliteLogHead(ledger.env["SQLITE_DBNAME"], recorder.events_table_name)
+    return lambda: recorder.max_notification_id() or 0
