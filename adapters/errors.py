@@ -4,8 +4,10 @@ Every failure answers ``application/scim+json`` with the SCIM error schema:
 
 * a domain ``ScimError`` maps to its status (404, 409, 412, 503, else 400);
 * a store that cannot be written or reached (read-only or full data directory, lost
-  database connection, lock timeout) answers 503 with ``Retry-After``: the request was
-  not applied and may be retried as it is;
+  database connection, lock timeout) answers 503 with ``Retry-After``. The write was
+  applied whole or not at all (one atomic save); if the connection was lost during the
+  commit the client cannot know which, so retrying it as it is must be safe — and it is:
+  a repeated create answers 409, a repeated change records nothing new;
 * anything else is a bug: 500, logged with its traceback (never the request body or
   its headers), and the request was not applied (every write is one atomic save).
 """
@@ -55,7 +57,7 @@ def handle_scim_error(req, resp, error: errors.ScimError, params) -> None:
 
 
 def unavailable() -> ScimHTTPError:
-    return ScimHTTPError(503, "the store is unavailable; the request was not applied, retry shortly",
+    return ScimHTTPError(503, "the store is unavailable; the request may not have been applied, retry shortly",
                          headers={"Retry-After": UNAVAILABLE_RETRY_AFTER})
 
 

@@ -80,7 +80,9 @@ def stamped_postgres(conninfo: dict, schema: str) -> Iterator[int]:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
+    # Bounded waits: another node holding the lock for longer than this is stuck.
+    options = "-c lock_timeout=30000 -c statement_timeout=60000"
+    with psycopg.connect(**conninfo, autocommit=True, options=options) as conn:
         key = f"scimledger schema {schema}"
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
