@@ -71,13 +71,7 @@ def compile_sort_key(rt: ResourceType, path: AttrPath, alias: str = "r") -> tupl
     """The value sortBy=path orders by, and the collation to compare it with: for keyset
     (cursor) paging, which compares that value with the one the cursor saw last. The
     value is never NULL: an absent one is the empty BLOB, which sorts after the rest."""
-    _check_alias(alias)
-    resolver = _Resolver(rt, alias, path_sql=_literal)
-    try:
-        key = resolver.resolve(path).sort_key()
-    except InvalidFilter as error:
-        raise InvalidValue(f"Cannot sort by {_path_text(path)}: {error.detail}") from None
-    assert not key.sql.params, "sort expressions are schema-derived text only"
+    key = _sort_key(rt, path, alias)
     value = key.sql.text if not key.nullable else f"coalesce({key.sql.text}, x'')"
     return value, key._wanted_collation()
 
@@ -89,6 +83,10 @@ def compile_sort(rt: ResourceType, path: AttrPath, alias: str = "r") -> str:
     §3.4.2.3). A multi-valued attribute sorts by its primary element, else its first.
     Raises InvalidValue for a path that names no sortable attribute.
     """
+    return _sort_key(rt, path, alias).order_by()
+
+
+def _sort_key(rt: ResourceType, path: AttrPath, alias: str):
     _check_alias(alias)
     resolver = _Resolver(rt, alias, path_sql=_literal)
     try:
@@ -96,7 +94,7 @@ def compile_sort(rt: ResourceType, path: AttrPath, alias: str = "r") -> str:
     except InvalidFilter as error:
         raise InvalidValue(f"Cannot sort by {_path_text(path)}: {error.detail}") from None
     assert not key.sql.params, "sort expressions are schema-derived text only"
-    return key.order_by()
+    return key
 
 
 # --- SQL fragments ------------------------------------------------------------------
