@@ -48,9 +48,22 @@ def configured_schemas():
     if not paths:
         return custom_schemas.DEFAULT_SCHEMAS
     try:
-        return custom_schemas.load(paths)
+        return load_schema_files(paths)
     except custom_schemas.SchemaFileError as error:
         raise SystemExit(f"{custom_schemas.ENV}: {error}") from None
+
+
+def load_schema_files(paths):
+    """Read the schema files (the domain parses them); raises SchemaFileError."""
+    from domain.custom_schemas import SchemaFileError, from_files
+
+    def read(path) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as error:
+            raise SchemaFileError(f"{path}: cannot read it ({error.strerror or error})") from None
+
+    return from_files((str(path), read(path)) for path in paths)
 
 
 def set_aside_if_corrupt(path: Path) -> bool:

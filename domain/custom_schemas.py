@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import replace
-from pathlib import Path
 
 import orjson
 
@@ -52,14 +51,13 @@ def paths_from(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def load(paths: Iterable[str | Path]) -> SchemaSet:
-    """The built-in resource types extended by the schemas in ``paths`` (none: the defaults)."""
+def from_files(files: Iterable[tuple[str, bytes]]) -> SchemaSet:
+    """The built-in resource types extended by the schemas in ``files``: ``(name, content)``
+    pairs, read by the caller (none: the defaults)."""
     schemas: list[Schema] = []
-    for path in paths:
+    for path, content in files:
         try:
-            document = orjson.loads(Path(path).read_bytes())
-        except OSError as error:
-            raise SchemaFileError(f"{path}: cannot read it ({error.strerror or error})") from None
+            document = orjson.loads(content)
         except orjson.JSONDecodeError as error:
             raise SchemaFileError(f"{path}: not JSON ({error})") from None
         for number, raw in enumerate(_schema_documents(document), start=1):

@@ -1,4 +1,4 @@
-"""domain/custom_schemas.py: operator extension schemas, and the refusals that stop a start."""
+"""domain/custom_schemas.py (read by adapters/runtime.py): operator extension schemas, and the refusals that stop a start."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from domain.custom_schemas import SchemaFileError, load, paths_from
+from adapters.runtime import load_schema_files as load
+from domain.custom_schemas import SchemaFileError, paths_from
 from domain.schemas import ENTERPRISE_USER, LIST_RESPONSE
 
 URN = "urn:ietf:params:scim:schemas:extension:Contoso:2.0:"
