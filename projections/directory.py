@@ -351,6 +351,10 @@ class Directory:
         The boolean says whether more rows follow the page in its direction. The SQL in
         ``sources`` comes from the filter compiler.
         """
+        with self._transaction():  # the count and the page from one snapshot
+            return self._page(tenant, sources, limit, descending, offset, after, before)
+
+    def _page(self, tenant, sources, limit, descending, offset, after, before):
         sorted_ = any(source.sort for source in sources)
         total = 0
         selects, args = [], []
@@ -375,12 +379,22 @@ class Directory:
         order = ", ".join(f"{key} {direction}" for key in keys)
         where = ""
         key = after if after is not None else before
+        # An OFFSET costs what it skips: a page past the middle is read from the far end.
+        from_the_end = key is None and offset > total // 2
+        if from_the_end:
+            direction = "DESC" if direction == "ASC" else "ASC"
+            order = ", ".join(f"{key_} {direction}" for key_ in keys)
         if key is not None:
             if len(key) != len(keys):
                 raise ValueError("the key does not fit this query")
             where = f"WHERE ({', '.join(keys)}) {'>' if forward else '<'} ({', '.join('?' * len(keys))})"
             args += list(key)
         query = f"SELECT * FROM ({' UNION ALL '.join(selects)}) {where} ORDER BY {order} LIMIT ?"
+        if from_the_end:
+            take = min(limit, total - offset)
+            rows = self.conn.execute(query + " OFFSET ?", [*args, take, total - offset - take]).fetchall()
+            rows.reverse()
+            return total, rows, offset + take < total
         if key is None:
             rows = self.conn.execute(query + " OFFSET ?", [*args, limit + 1, offset]).fetchall()
         else:

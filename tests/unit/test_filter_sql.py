@@ -732,7 +732,7 @@ def test_keyset_pages_walk_the_same_order_both_ways(tmp_path, directory, sort_by
     from projections.directory import Directory, Source
     from projections.filter_sql import compile_sort_key
 
-    conn = sqlite3.connect(tmp_path / "keyset.sqlite")
+    conn = sqlite3.connect(tmp_path / "keyset.sqlite", isolation_level=None)  # autocommit, as the directory's
     try:
         conn.executescript(DDL)
         conn.execute("DELETE FROM users")

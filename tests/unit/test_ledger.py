@@ -172,3 +172,25 @@ def test_a_directory_file_of_another_projection_version_is_rebuilt(runtime):
     reopened.catch_up()
     assert reopened.conn.execute("SELECT n FROM resource_counts WHERE kind = 'User'").fetchone() == (1,)
     reopened.close()
+
+
+@pytest.mark.parametrize("sort_by", [None, "userName"])
+@pytest.mark.parametrize("descending", [False, True])
+def test_index_pages_read_from_either_end_agree_with_one_ordered_query(sqlite_runtime, sort_by, descending):
+    from domain.filter import AttrPath
+    from projections.directory import Source
+    from projections.filter_sql import compile_sort_key
+
+    runtime = sqlite_runtime
+    for name in ("kim", "Al", "bo", "Cy", "dee", "eve", "Fay", "gus", "hal"):
+        runtime.ledger.provision_user("default", user_body(name), CAUSE)
+    runtime.directory.catch_up()
+    sort, collation = compile_sort_key(runtime.ledger.schemas.user, AttrPath(sort_by)) if sort_by else (None, "BINARY")
+    sources = [Source("users", "User", sort=sort, collation=collation)]
+    total, everything, _ = runtime.directory.page("default", sources, 100, descending=descending)
+    assert total == 9 and len(everything) == 9
+    for offset in range(0, 10):
+        for size in (1, 2, 4):
+            _, rows, more = runtime.directory.page("default", sources, size, descending=descending, offset=offset)
+            assert rows == everything[offset:offset + size], (offset, size)
+            assert more == (offset + size < 9)
