@@ -9,7 +9,7 @@ Every failure answers ``application/scim+json`` with the SCIM error schema:
   commit the client cannot know which, so retrying it as it is must be safe — and it is:
   a repeated create answers 409, a repeated change records nothing new;
 * anything else is a bug: 500, logged with its traceback (never the request body or
-  its headers), and the request was not applied (every write is one atomic save).
+  its headers); a write is applied whole or not at all (one atomic save).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def handle_unexpected(req, resp, error: Exception, params) -> None:
     if store_unavailable(error):
         handle_store_unavailable(req, resp, error, params)
     log.exception("unexpected error on %s %s", req.method, req.uri_template or "(no route)")
-    raise ScimHTTPError(500, "internal error; the request was not applied")
+    raise ScimHTTPError(500, "internal error; the request may not have been applied")
 
 
 def serialize_error(req, resp, error: falcon.HTTPError) -> None:

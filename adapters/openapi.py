@@ -174,7 +174,7 @@ LISTING = [
 ERRORS = {
     "4XX": _answer("a SCIM error", _ref("Error")),
     "429": _answer("over a rate limit: retry after Retry-After seconds", _ref("Error")),
-    "503": _answer("the store is unavailable; the request was not applied", _ref("Error")),
+    "503": _answer("the store is unavailable; the request may not have been applied", _ref("Error")),
 }
 
 

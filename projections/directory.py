@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ class Directory:
         self.head = head or (lambda: recorder.max_notification_id() or 0)
         self._local = threading.local()
         self._catch_up_lock = threading.Lock()  # one catching-up thread per process
+        self._counts: Counter = Counter()  # (tenant, kind) -> change, flushed with each page
         self._create_or_rebuild_schema()
         handlers = {
             User.Provisioned: self._user_provisioned,
@@ -144,6 +146,7 @@ class Directory:
         with self._catch_up_lock:
             while True:
                 with self._transaction(immediate=True) as conn:
+                    self._counts.clear()  # what a rolled-back page may have left
                     start = self.position()
                     notifications = self.recorder.select_notifications(
                         start=start + 1, limit=PAGE, topics=self.topics
@@ -153,6 +156,7 @@ class Directory:
                         self._by_topic[notification.topic](
                             conn, str(notification.originator_id), notification.originator_version, state
                         )
+                    _add_counts(conn, self._counts)
                     full_page = len(notifications) == PAGE
                     # Topic filtering skips ids (other aggregates' events). A short page
                     # holds every event of ours up to now, so we have reached the head.
@@ -176,7 +180,7 @@ class Directory:
             "work_email, created, last_modified, version, resource) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (user_id, state["tenant"], *_user_columns(attributes), moment, moment, version, orjson.dumps(attributes)),
         )
-        _count(conn, state["tenant"], "User", cursor.rowcount)
+        self._counts[(state["tenant"], "User")] += cursor.rowcount
 
     def _user_attributes_changed(self, conn, user_id: str, version: int, state: dict) -> None:
         self._update_user(conn, user_id, version, state, lambda a: apply_changes(a, state["changes"], User.EXTENSIONS))
@@ -200,7 +204,7 @@ class Directory:
 
     def _user_deprovisioned(self, conn, user_id: str, version: int, state: dict) -> None:
         for (tenant,) in conn.execute("DELETE FROM users WHERE id = ? RETURNING tenant", (user_id,)).fetchall():
-            _count(conn, tenant, "User", -1)
+            self._counts[(tenant, "User")] -= 1
         self._drop_member_everywhere(conn, user_id)
 
     def _group_created(self, conn, group_id: str, version: int, state: dict) -> None:
@@ -212,7 +216,7 @@ class Directory:
             (group_id, state["tenant"], attributes["displayName"], attributes.get("externalId"), moment, moment,
              version, orjson.dumps(attributes)),
         )
-        _count(conn, state["tenant"], "Group", cursor.rowcount)
+        self._counts[(state["tenant"], "Group")] += cursor.rowcount
 
     def _group_changed(self, conn, group_id: str, version: int, state: dict) -> None:
         row = conn.execute("SELECT resource FROM groups WHERE id = ?", (group_id,)).fetchone()
@@ -254,7 +258,7 @@ class Directory:
 
     def _group_deleted(self, conn, group_id: str, version: int, state: dict) -> None:
         for (tenant,) in conn.execute("DELETE FROM groups WHERE id = ? RETURNING tenant", (group_id,)).fetchall():
-            _count(conn, tenant, "Group", -1)
+            self._counts[(tenant, "Group")] -= 1
         conn.execute("DELETE FROM memberships WHERE group_id = ?", (group_id,))
         self._drop_member_everywhere(conn, group_id)
 
@@ -459,13 +463,13 @@ class Source:
     collation: str = "BINARY"
 
 
-def _count(conn, tenant: str, kind: str, delta: int) -> None:
-    if delta:
-        conn.execute(
-            "INSERT INTO resource_counts (tenant, kind, n) VALUES (?, ?, ?) "
-            "ON CONFLICT (tenant, kind) DO UPDATE SET n = n + excluded.n",
-            (tenant, kind, delta),
-        )
+def _add_counts(conn, counts: Counter) -> None:
+    conn.executemany(
+        "INSERT INTO resource_counts (tenant, kind, n) VALUES (?, ?, ?) "
+        "ON CONFLICT (tenant, kind) DO UPDATE SET n = n + excluded.n",
+        [(tenant, kind, delta) for (tenant, kind), delta in counts.items() if delta],
+    )
+    counts.clear()
 
 
 def _user_columns(attributes: dict) -> tuple:

@@ -98,7 +98,7 @@ def test_a_server_error_is_logged_at_error_with_its_traceback_but_no_secret(clie
     monkeypatch.setattr(resources.Users, "create", explode)
     response = client.post("/Users", json={"userName": "err@x", "emails": [{"value": "err@x"}]})
     assert response.status_code == 500
-    assert response.json["detail"] == "internal error; the request was not applied"
+    assert response.json["detail"] == "internal error; the request may not have been applied"
     entries = logs.parsed()
     assert any(e["level"] == "error" and "boom" in e.get("exc", "") for e in entries)
     assert any(e.get("status") == 500 and e["level"] == "error" for e in entries)
