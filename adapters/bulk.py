@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import falcon
 
-from adapters.errors import ScimHTTPError, status_of
+from adapters.errors import ScimHTTPError, error_body, status_of
 from adapters.rendering import etag
-from adapters.resources import expected_version
+from adapters.resources import expected_version, patch_operations
 from domain.bulk import BulkConflict, BulkOperation, BulkOutcome
 from domain.errors import InvalidSyntax, InvalidValue, ScimError
-from domain.schemas import BULK_RESPONSE, ERROR, PATCH_OP
+from domain.schemas import BULK_RESPONSE
 
 MAX_OPERATIONS = 1000
 _STATUS_OK = {"POST": "201", "PUT": "200", "PATCH": "200", "DELETE": "204"}
@@ -71,7 +71,7 @@ def parse_operation(index: int, raw) -> BulkOperation:
         if method in ("POST", "PUT") and not isinstance(data, dict):
             raise InvalidSyntax(f"a {method} operation needs 'data', the resource")
         if method == "PATCH":
-            data = _patch_operations(data)
+            data = patch_operations(data)
         try:
             expected = expected_version(version)
         except ScimHTTPError as error:
@@ -95,16 +95,6 @@ def _path(path, method: str) -> tuple[str, str | None]:
     if len(parts) != 2:
         raise InvalidSyntax(f"a {method} operation's path names one resource: /Users/<id>")
     return resource_type, parts[1]
-
-
-def _patch_operations(data) -> list:
-    if isinstance(data, dict):
-        operations = next((v for k, v in data.items() if isinstance(k, str) and k.lower() == "operations"), None)
-    else:
-        operations = data
-    if not isinstance(operations, list) or not operations:
-        raise InvalidSyntax(f"a PATCH operation's data is a PatchOp ({PATCH_OP}) with Operations")
-    return operations
 
 
 def _check_bulk_ids(operations: list[BulkOperation]) -> None:
@@ -134,9 +124,6 @@ def _answer(outcome: BulkOutcome, base: str) -> dict:
         endpoint = "Users" if operation.resource_type == "User" else "Groups"
         answer["location"] = f"{base}/{endpoint}/{operation.resource_id}"
     status = 409 if isinstance(outcome.error, BulkConflict) else status_of(outcome.error)
-    error = {"schemas": [ERROR], "status": str(status), "detail": outcome.error.detail}
-    if outcome.error.scim_type:
-        error["scimType"] = outcome.error.scim_type
     answer["status"] = str(status)
-    answer["response"] = error
+    answer["response"] = error_body(status, outcome.error.detail, outcome.error.scim_type)
     return answer

@@ -96,16 +96,15 @@ def issue_token(runtime: Runtime, tenant: str, scope: str, label: str, expires: 
 
 
 def _normal_expiry(text: str | None) -> str | None:
+    """``--expires`` as stored UTC text; a time without a zone is UTC."""
     if not text:
         return None
-    from datetime import datetime
-
-    from projections.directory import utc_text
+    from projections.audit import parse_time
 
     try:
-        return utc_text(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:
-        raise SystemExit(f"--expires: not an ISO 8601 time: {text!r}") from None
+        return parse_time(text)
+    except ValueError as error:
+        raise SystemExit(f"--expires: {error}") from None
 
 
 if __name__ == "__main__":

@@ -107,19 +107,21 @@ def handle_unexpected(req, resp, error: Exception, params) -> None:
     raise ScimHTTPError(500, "internal error; the request may not have been applied")
 
 
-def serialize_error(req, resp, error: falcon.HTTPError) -> None:
-    status = str(error.status_code)
-    detail = error.description or error.title
+def error_body(status: int | str, detail: str, scim_type: str | None = None) -> dict:
+    """The SCIM error message (RFC 7644 §3.12): ``status`` as a string, as Entra expects."""
     if len(detail) > MAX_DETAIL:
         detail = detail[:MAX_DETAIL] + "…"
-    body = {"schemas": [ERROR], "status": status, "detail": detail}
-    scim_type = getattr(error, "scim_type", None)
-    if scim_type is None and isinstance(error, falcon.MediaMalformedError):
-        scim_type = "invalidSyntax"
-        body["detail"] = "the request body is not valid JSON"
+    body = {"schemas": [ERROR], "status": str(status), "detail": detail}
     if scim_type:
         body["scimType"] = scim_type
-    resp.data = orjson.dumps(body)
+    return body
+
+
+def serialize_error(req, resp, error: falcon.HTTPError) -> None:
+    detail, scim_type = error.description or error.title, getattr(error, "scim_type", None)
+    if scim_type is None and isinstance(error, falcon.MediaMalformedError):
+        detail, scim_type = "the request body is not valid JSON", "invalidSyntax"
+    resp.data = orjson.dumps(error_body(error.status_code, detail, scim_type))
     resp.content_type = "application/scim+json"
 
 

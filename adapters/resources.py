@@ -17,7 +17,7 @@ from adapters.errors import ScimHTTPError
 from adapters.rendering import LazyMembers, etag, group_resource, is_lazy, stream_json, user_resource
 from adapters.search import DEFAULT_COUNT, MAX_COUNT, Query, Searcher  # noqa: F401  (re-exported)
 from domain.errors import InvalidSyntax, NotFound
-from domain.schemas import PATCH_OP, SEARCH_REQUEST, ResourceType
+from domain.schemas import PATCH_OP, ResourceType
 from domain.selection import may_return, parse_attribute_list, select
 from domain.service import Written
 
@@ -254,10 +254,17 @@ def _object_body(req: falcon.Request) -> dict:
 
 
 def _operations(req: falcon.Request) -> list:
-    body = _object_body(req)
-    operations = next((v for k, v in body.items() if k.lower() == "operations"), None)
+    return patch_operations(_object_body(req))
+
+
+def patch_operations(data) -> list:
+    """The ``Operations`` of a PatchOp message (a PATCH body, or a bulk operation's data)."""
+    if isinstance(data, dict):
+        operations = next((v for k, v in data.items() if isinstance(k, str) and k.lower() == "operations"), None)
+    else:
+        operations = data
     if not isinstance(operations, list) or not operations:
-        raise InvalidSyntax(f"a PATCH body needs a non-empty Operations list ({PATCH_OP})")
+        raise InvalidSyntax(f"a PATCH needs a PatchOp ({PATCH_OP}) with a non-empty Operations list")
     return operations
 
 
@@ -281,4 +288,4 @@ def _expected_version(req: falcon.Request) -> int | None:
     return expected_version(str(tags[0]))
 
 
-__all__ = ["Users", "Groups", "RootSearch", "Me", "Selection", "MAX_COUNT", "DEFAULT_COUNT", "SEARCH_REQUEST"]
+__all__ = ["Users", "Groups", "RootSearch", "Me", "Selection", "MAX_COUNT", "DEFAULT_COUNT"]

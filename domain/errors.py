@@ -39,9 +39,6 @@ class Mutability(ScimError):
     scim_type = "mutability"
 
 
-class TooMany(ScimError):
-    scim_type = "tooMany"
-
 
 class Uniqueness(ScimError):
     """A unique attribute (userName, group displayName) is already taken."""

@@ -286,8 +286,6 @@ class ResourceType:
 
 USER = ResourceType("User", "/Users", USER_SCHEMA, (ENTERPRISE_USER_SCHEMA,))
 GROUP = ResourceType("Group", "/Groups", GROUP_SCHEMA)
-RESOURCE_TYPES = (USER, GROUP)
-SCHEMAS = (USER_SCHEMA, GROUP_SCHEMA, ENTERPRISE_USER_SCHEMA)
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 

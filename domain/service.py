@@ -21,7 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.attributes import fetch, locations, missing_required, normalize, parse_members
 from domain.batch import Batch
 from domain.bulk import BulkOperation, BulkOutcome, run_operations
-from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed, ScimError, Uniqueness
+from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed, Uniqueness
 from domain.model import Cause, Group, NameClaim, Resource, Tenant, Token, User
 from domain.patch import apply_patch, carry_immutable
 from domain.schemas import DEFAULT_SCHEMAS, ResourceType, SchemaSet

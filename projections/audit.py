@@ -515,7 +515,11 @@ SLACK = timedelta(minutes=1)
 
 
 def _shift(moment: str, by: timedelta) -> str:
-    return utc_text(datetime.fromisoformat(moment.replace("Z", "+00:00")) + by)
+    """``moment`` moved by ``by``, held at the ends of the calendar."""
+    try:
+        return utc_text(datetime.fromisoformat(moment.replace("Z", "+00:00")) + by)
+    except OverflowError:
+        return moment
 
 
 def _is_uuid(text: str) -> bool:
@@ -544,18 +548,18 @@ def parse_time(text: str, now: datetime | None = None) -> str:
     ``...+02:00``; no zone means UTC), ``now``, or a span ago (``15m``, ``2h``, ``3d``)."""
     text = text.strip()
     now = now or datetime.now(UTC)
-    if text.lower() == "now":
-        return utc_text(now)
-    relative = _RELATIVE.match(text.lower())
-    if relative:
-        return utc_text(now - timedelta(**{_UNITS[relative[2]]: int(relative[1])}))
     try:
+        if text.lower() == "now":
+            return utc_text(now)
+        relative = _RELATIVE.match(text.lower())
+        if relative:
+            return utc_text(now - timedelta(**{_UNITS[relative[2]]: int(relative[1])}))
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not a time: {text!r} (use ISO 8601, e.g. 2025-01-07T10:00:00Z, or 2h, 3d)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return utc_text(moment)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return utc_text(moment)
+    except (ValueError, OverflowError):  # OverflowError: a span or offset past year 1 or 9999
+        raise ValueError(f"not a usable time: {text[:40]!r} (use ISO 8601, e.g. 2025-01-07T10:00:00Z, or 2h, 3d)") from None
 
 
 def event_types(text: str) -> list[str]:

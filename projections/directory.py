@@ -134,15 +134,14 @@ class Directory:
     def catch_up(self, until: int | None = None) -> int:
         """Apply every event recorded after our position; returns the new position.
 
-        ``until`` is a position the caller knows exists (its own write): nothing to do
-        when we are already there, which saves asking the event store for its head.
+        ``until`` is a position the caller knows exists (its own write): it stands in for
+        the log's head, which saves asking the event store for it.
         """
         self._follow_replay()
-        if until is not None and self.position() >= until:
-            return self.position()
-        head = self.head()
-        if self.position() >= head:
-            return self.position()
+        position = self.position()
+        head = until if until is not None else self.head()
+        if position >= head:
+            return position
         with self._catch_up_lock:
             while True:
                 with self._transaction(immediate=True) as conn:
@@ -309,7 +308,10 @@ class Directory:
 
     def groups_of(self, tenant: str, member_id: str) -> list[str]:
         self.catch_up()
-        return [r[0] for r in self.conn.execute("SELECT group_id FROM memberships WHERE member_id = ?", (member_id,))]
+        return [r[0] for r in self.conn.execute(
+            "SELECT m.group_id FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.member_id = ? AND g.tenant = ?",
+            (member_id, tenant),
+        )]
 
     @staticmethod
     def _check_group_version(conn, group_id: str, group_version: int) -> None:

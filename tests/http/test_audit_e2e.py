@@ -188,3 +188,33 @@ def test_audit_is_caught_up_lazily_not_on_the_write_path(client, runtime):
     client.post("/Users", json=ENTRA_CREATE)
     assert runtime.audit.position() == before
     assert runtime.audit.catch_up() == runtime.ledger.recorder.max_notification_id()
+
+
+@pytest.mark.parametrize(
+    "query,status",
+    [
+        ("since=0001-01-01", 200),  # "everything"
+        ("until=9999-12-31T23:59:59Z", 200),
+        ("since=99999999w", 400),
+        ("until=9999-12-31T23:59:59-01:00", 400),
+        ("since=yesterday", 400),
+    ],
+)
+def test_times_at_the_ends_of_the_calendar_are_answered_not_crashed(sqlite_runtime, query, status):
+    auditor = ScimClient(create_app(sqlite_runtime), issue_token(sqlite_runtime, "default", "audit", "auditor"), base="")
+    response = auditor.get("/audit/v1/events", query_string=query)
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert_scim_error(response, 400)
+
+
+def test_token_expiry_without_a_zone_is_utc(monkeypatch):
+    from adapters.cli import _normal_expiry
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert _normal_expiry("2027-01-01T00:00:00") == "2027-01-01T00:00:00.000000Z"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
