@@ -21,6 +21,7 @@ import falcon
 from adapters.errors import ScimHTTPError
 from adapters.ratelimit import Limiter, Settings, retry_after
 from adapters.tokens import hash_secret
+from projections.directory import utc_text
 
 log = logging.getLogger("scimledger.auth")
 
@@ -99,7 +100,7 @@ class BearerAuth:
         token_id, tenant, label, scope, _, expires, revoked = row
         if revoked:
             raise Unauthorized("the bearer token has been revoked")
-        if expires and expires <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"):
+        if expires and expires <= utc_text(datetime.now(UTC)):
             raise Unauthorized("the bearer token has expired")
         return token_id, tenant, label, scope
 

@@ -125,7 +125,9 @@ def _check_or_stamp(conn, mark: str, where: str, schema: str | None = None) -> i
 def _now() -> str:
     from datetime import UTC, datetime
 
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    from projections.directory import utc_text
+
+    return utc_text(datetime.now(UTC))
 
 
 def read_version(env: dict) -> int | None:
