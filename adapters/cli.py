@@ -7,7 +7,7 @@ import os
 import sys
 
 from adapters import cli_audit
-from adapters.runtime import Runtime
+from adapters.runtime import SCHEMAS_ENV, Runtime
 from adapters.tokens import hash_secret, new_secret
 
 OPERATOR_CAUSE = {"tenant": None, "actor": "operator", "actor_label": "command line", "request_id": None}
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         from adapters.server import serve
 
         if args.schemas:  # read by every worker's Runtime (adapters.runtime.configured_schemas)
-            os.environ["SCIMLEDGER_SCHEMAS"] = args.schemas
+            os.environ[SCHEMAS_ENV] = args.schemas
 
         return serve(args)
     if args.command in cli_audit.COMMANDS:

@@ -44,13 +44,21 @@ def configured_schemas():
 
     from domain import custom_schemas
 
-    paths = custom_schemas.paths_from(os.environ.get(custom_schemas.ENV))
+    paths = schema_paths(os.environ.get(SCHEMAS_ENV))
     if not paths:
         return custom_schemas.DEFAULT_SCHEMAS
     try:
         return load_schema_files(paths)
     except custom_schemas.SchemaFileError as error:
-        raise SystemExit(f"{custom_schemas.ENV}: {error}") from None
+        raise SystemExit(f"{SCHEMAS_ENV}: {error}") from None
+
+
+SCHEMAS_ENV = "SCIMLEDGER_SCHEMAS"
+
+
+def schema_paths(text: str | None) -> list[str]:
+    """``SCIMLEDGER_SCHEMAS`` / ``--schemas``: comma-separated file paths."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
 def load_schema_files(paths):

@@ -31,8 +31,6 @@ from domain.schemas import (
     SchemaSet,
 )
 
-ENV = "SCIMLEDGER_SCHEMAS"
-
 _TYPES = frozenset({"string", "boolean", "decimal", "integer", "dateTime", "reference", "binary", "complex"})
 _MUTABILITY = frozenset({"readOnly", "readWrite", "immutable", "writeOnly"})
 _RETURNED = frozenset({"always", "never", "default", "request"})
@@ -44,11 +42,6 @@ _RESERVED = {CORE_USER.lower(), CORE_GROUP.lower(), ENTERPRISE_USER.lower()}
 
 class SchemaFileError(ValueError):
     """A configured schema file cannot be used; the message says which and why."""
-
-
-def paths_from(text: str | None) -> list[str]:
-    """``SCIMLEDGER_SCHEMAS`` / ``--schemas``: comma-separated file paths."""
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
 def from_files(files: Iterable[tuple[str, bytes]]) -> SchemaSet:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from adapters.runtime import load_schema_files as load
-from domain.custom_schemas import SchemaFileError, paths_from
+from adapters.runtime import schema_paths as paths_from
+from domain.custom_schemas import SchemaFileError
 from domain.schemas import ENTERPRISE_USER, LIST_RESPONSE
 
 URN = "urn:ietf:params:scim:schemas:extension:Contoso:2.0:"
