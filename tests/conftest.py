@@ -7,6 +7,7 @@ fail under CI (CI=true), where .ci/run has started it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -39,17 +40,26 @@ def postgres_url():
     return PG_URL
 
 
+@contextlib.contextmanager
+def fresh_schema(postgres_url: str, prefix: str = "t"):
+    """The name of a new PostgreSQL schema, dropped with everything in it afterwards."""
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 @pytest.fixture
 def pg_store(postgres_url):
     """A store URL for a fresh PostgreSQL schema, dropped afterwards."""
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{postgres_url}?schema={schema}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with fresh_schema(postgres_url) as schema:
+        yield f"{postgres_url}?schema={schema}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from tests.processes import clean_env, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCIMLEDGER = Path(sys.executable).with_name("scimledger")
@@ -28,17 +28,6 @@ ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def node_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCIMLEDGER_", "POSTGRES_"))}
-    return env | extra
 
 
 class Node:
@@ -58,7 +47,7 @@ class Node:
                    "--data", str(self.data), "--store", self.store, "--workers", "2", "--threads", "4"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=REPO, env=node_env(SCIMLEDGER_BOOTSTRAP_TOKEN=TOKEN, SCIMLEDGER_RATE_LIMIT="0"), stdin=subprocess.DEVNULL,
+                command, cwd=REPO, env=clean_env(SCIMLEDGER_BOOTSTRAP_TOKEN=TOKEN, SCIMLEDGER_RATE_LIMIT="0"), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         return self
@@ -169,6 +158,6 @@ def unique(prefix: str) -> str:
 
 def run_cli(*args: str, store: str, data: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(SCIMLEDGER), *args, "--store", store, "--data", str(data)], cwd=REPO, env=node_env(),
+        [str(SCIMLEDGER), *args, "--store", store, "--data", str(data)], cwd=REPO, env=clean_env(),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
     )

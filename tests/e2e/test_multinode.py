@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import fresh_schema
 from tests.e2e.nodes import (
     ERROR,
     GROUP_SCHEMA,
@@ -44,14 +45,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 @pytest.fixture(scope="module")
 def shared_store(postgres_url):
     """A fresh PostgreSQL schema for this module's nodes, dropped afterwards."""
-    import psycopg
-
-    schema = f"t_multinode_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{postgres_url}?schema={schema}&pool_size=2"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with fresh_schema(postgres_url, "t_multinode") as schema:
+        yield f"{postgres_url}?schema={schema}&pool_size=2"
 
 
 @pytest.fixture(scope="module")

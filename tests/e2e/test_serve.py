@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,9 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.http.test_entra_groups import ENTRA_GROUP
 from tests.http.test_entra_users import ENTERPRISE, ENTRA_CREATE, ERROR, patch_body
+from tests.processes import clean_env, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -29,30 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCIMLEDGER = Path(sys.executable).with_name("scimledger")
 LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 SCIM_JSON = "application/scim+json; charset=utf-8"
-ENTRA_GROUP = {
-    "schemas": [
-        "urn:ietf:params:scim:schemas:core:2.0:Group",
-        "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group",
-    ],
-    "externalId": "5a0b6c1e-0d55-4a51-9c3c-7e1d9b3f2a44",
-    "displayName": "Finance Analysts",
-    "meta": {"resourceType": "Group"},
-}
 
 
 # -- processes ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict:
-    """The test's environment without any SCIMLEDGER_* setting that would leak in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIMLEDGER_")}
-    return env | extra
 
 
 class ServerProcess:

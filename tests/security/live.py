@@ -11,12 +11,12 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from tests.processes import clean_env, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCIMLEDGER = Path(sys.executable).with_name("scimledger")
@@ -25,18 +25,6 @@ PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 # Paths given relative to the Tenant URL; anything else (/metrics, /healthz) is absolute.
 SCIM_PATHS = ("/Users", "/Groups", "/ServiceProviderConfig", "/Schemas", "/ResourceTypes", "/Bulk", "/.search", "/Me")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict:
-    """This environment without SCIMLEDGER_* or PROMETHEUS_* settings that would leak in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCIMLEDGER_", "PROMETHEUS_"))}
-    return env | {k: str(v) for k, v in extra.items()}
 
 
 class Server:

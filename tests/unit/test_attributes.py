@@ -5,6 +5,7 @@ import pytest
 from domain.attributes import missing_required, normalize, parse_members
 from domain.errors import InvalidSyntax, InvalidValue
 from domain.schemas import ENTERPRISE_USER, GROUP, USER
+from tests.http.test_entra_users import ENTRA_CREATE
 
 ENTERPRISE = ENTERPRISE_USER
 
@@ -13,21 +14,7 @@ ENTERPRISE = ENTERPRISE_USER
 
 
 def test_entra_user_create_body_is_stored_without_envelope_and_empty_roles():
-    body = {
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
-        "externalId": "ava.lind",
-        "userName": "ava.lind@fabrikam.example",
-        "active": True,
-        "displayName": "Ava Lind",
-        "title": "Analyst",
-        "emails": [{"primary": True, "type": "work", "value": "ava.lind@fabrikam.example"}],
-        "phoneNumbers": [{"type": "mobile", "value": "+46 70 000 0000"}],
-        "addresses": [{"type": "work", "formatted": "Building 4", "locality": "Lund", "country": "SE"}],
-        "meta": {"resourceType": "User"},
-        "name": {"formatted": "Ava Lind", "familyName": "Lind", "givenName": "Ava"},
-        ENTERPRISE: {"employeeNumber": "10442", "department": "Finance"},
-        "roles": [],
-    }
+    body = ENTRA_CREATE  # shared/entra-scim.md §3.3
     assert normalize(USER, body) == {
         "externalId": "ava.lind",
         "userName": "ava.lind@fabrikam.example",
