@@ -7,8 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from adapters.log_head import log_head
-from adapters.store import data_dir, open_ledger, store_url
+from adapters.store.log_head import log_head
+from adapters.store.config import data_dir, open_ledger, store_url
 from domain.service import Ledger
 from projections.audit import AuditLog
 from projections.directory import Directory

@@ -14,8 +14,8 @@ import uuid
 import falcon.testing
 import pytest
 
-from adapters.app import collapse_slashes, create_app
-from adapters.cli import issue_token
+from adapters.http.app import collapse_slashes, create_app
+from adapters.cli.main import issue_token
 from adapters.runtime import Runtime
 
 PG_URL = os.environ.get("SCIMLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -231,7 +231,7 @@ def test_a_new_node_builds_its_directory_from_the_log_before_it_says_ready(nodes
 def test_a_node_refuses_to_start_on_a_schema_version_it_does_not_know(pg_store, tmp_path):
     import psycopg
 
-    from adapters.schema_version import CURRENT, TABLE
+    from adapters.store.schema_version import CURRENT, TABLE
 
     # First use records the version ...
     first = run_cli("token", "list", store=pg_store, data=tmp_path / "one")

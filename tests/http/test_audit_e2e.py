@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from adapters.app import create_app
-from adapters.cli import issue_token, main
-from adapters.cli_audit import directory_lines
+from adapters.http.app import create_app
+from adapters.cli.main import issue_token, main
+from adapters.cli.audit import directory_lines
 from projections.directory import utc_text
 from tests.conftest import ScimClient
 from tests.http.test_entra_users import ENTRA_CREATE, assert_scim_error, patch_body
@@ -209,7 +209,7 @@ def test_times_at_the_ends_of_the_calendar_are_answered_not_crashed(sqlite_runti
 
 
 def test_token_expiry_without_a_zone_is_utc(monkeypatch):
-    from adapters.cli import _normal_expiry
+    from adapters.cli.main import _normal_expiry
 
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.cli import issue_token
+from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
 from tests.http.test_entra_users import ENTRA_CREATE, assert_scim_error
 

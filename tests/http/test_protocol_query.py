@@ -105,10 +105,10 @@ def test_bad_cursors_are_refused(client, eight, monkeypatch):
     assert_scim_error(client.get("/Users", params={"cursor": token, "filter": 'title eq "odd"'}), 400, "invalidCursor")
     assert_scim_error(client.get("/Users", params={"cursor": token, "startIndex": "2"}), 400, "invalidValue")
     # Expired: issued longer ago than cursorTimeout.
-    import adapters.cursors
+    import adapters.http.cursors
 
-    later = adapters.cursors._now() + adapters.cursors.TIMEOUT + 5
-    monkeypatch.setattr(adapters.cursors, "_now", lambda: later)
+    later = adapters.http.cursors._now() + adapters.http.cursors.TIMEOUT + 5
+    monkeypatch.setattr(adapters.http.cursors, "_now", lambda: later)
     assert_scim_error(client.get("/Users", params={"cursor": token}), 400, "expiredCursor")
 
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from adapters.app import collapse_slashes, create_app
-from adapters.cli import issue_token
+from adapters.http.app import collapse_slashes, create_app
+from adapters.cli.main import issue_token
 from adapters.runtime import Runtime
 from tests.conftest import ScimClient
 from tests.http.test_entra_users import ENTERPRISE, assert_scim_error, patch_body
@@ -151,11 +151,11 @@ def test_versions_and_conditional_requests(client):
 
 
 def test_a_large_group_is_streamed_and_its_members_can_be_left_out(client, runtime, monkeypatch):
-    import adapters.rendering
-    import adapters.resources
+    import adapters.http.rendering
+    import adapters.http.resources
 
-    monkeypatch.setattr(adapters.resources, "STREAMED_GROUP", 3)
-    monkeypatch.setattr(adapters.rendering, "CHUNK", 2)
+    monkeypatch.setattr(adapters.http.resources, "STREAMED_GROUP", 3)
+    monkeypatch.setattr(adapters.http.rendering, "CHUNK", 2)
     users = [client.post("/Users", json=person(n)).json["id"] for n in range(7)]
     group = client.post("/Groups", json={"displayName": "Big", "members": [{"value": u} for u in users]}).json
     response = client.get(f"/Groups/{group['id']}")

@@ -13,10 +13,10 @@ import falcon
 import falcon.inspect
 import pytest
 
-from adapters import ratelimit
+from adapters.http import ratelimit
 
-from adapters.app import collapse_slashes, create_app
-from adapters.cli import issue_token
+from adapters.http.app import collapse_slashes, create_app
+from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"

@@ -11,10 +11,11 @@ import base64
 import time
 from datetime import UTC, datetime, timedelta
 
-from adapters import auth, ratelimit, tokens
-from adapters.app import collapse_slashes, create_app
-from adapters.cli import issue_token
-from adapters.tokens import hash_secret, new_secret
+from adapters.http import auth, ratelimit
+from adapters.store import tokens
+from adapters.http.app import collapse_slashes, create_app
+from adapters.cli.main import issue_token
+from adapters.store.tokens import hash_secret, new_secret
 from projections.directory import utc_text
 from tests.conftest import ScimClient
 from tests.security.conftest import OPEN_ROUTES, routes, scim_error

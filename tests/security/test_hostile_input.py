@@ -13,9 +13,9 @@ import uuid
 import orjson
 import pytest
 
-from adapters import media
-from adapters.app import collapse_slashes, create_app
-from adapters.cli import issue_token
+from adapters.http import media
+from adapters.http.app import collapse_slashes, create_app
+from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
 from tests.security.conftest import BODY_METHODS, OPEN_ROUTES, routes, scim_error
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.tokens import hash_secret
+from adapters.store.tokens import hash_secret
 from tests.security.live import SCIMLEDGER, Client, Server, clean_env, patch, user_body
 
 pytestmark = pytest.mark.e2e

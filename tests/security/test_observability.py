@@ -16,8 +16,8 @@ import orjson
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from adapters import observability
-from adapters.logs import JsonFormatter
+from adapters.http import observability
+from adapters.http.logs import JsonFormatter
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -93,7 +93,7 @@ def test_a_server_error_is_logged_at_error_with_its_traceback_but_no_secret(clie
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    from adapters import resources
+    from adapters.http import resources
 
     monkeypatch.setattr(resources.Users, "create", explode)
     response = client.post("/Users", json={"userName": "err@x", "emails": [{"value": "err@x"}]})

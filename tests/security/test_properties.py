@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.errors import ScimHTTPError
-from adapters.media import MAX_DEPTH, ScimJSONHandler
+from adapters.http.errors import ScimHTTPError
+from adapters.http.media import MAX_DEPTH, ScimJSONHandler
 from domain.attributes import normalize, parse_members
 from domain.errors import ScimError
 from domain.schemas import ENTERPRISE_USER, GROUP, USER
@@ -112,8 +112,8 @@ def test_member_lists_parse_or_raise_a_scim_error(value):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from adapters.app import collapse_slashes, create_app
-    from adapters.cli import issue_token
+    from adapters.http.app import collapse_slashes, create_app
+    from adapters.cli.main import issue_token
     from adapters.runtime import Runtime
     from tests.conftest import ScimClient
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters import ratelimit
-from adapters.app import collapse_slashes, create_app
-from adapters.cli import issue_token
+from adapters.http import ratelimit
+from adapters.http.app import collapse_slashes, create_app
+from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
 from tests.security.conftest import scim_error
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import issue_token
+from adapters.cli.main import issue_token
 from adapters.runtime import Runtime
 from tests.security.live import Server, clean_env
 

@@ -20,7 +20,7 @@ import uuid
 import orjson
 import pytest
 
-from adapters.app import collapse_slashes
+from adapters.http.app import collapse_slashes
 from tests.security.conftest import BODY_METHODS, OPEN_ROUTES, Tenant, routes, tenant
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.app import collapse_slashes, create_app
-from adapters.cli import issue_token
-from adapters.store import store_env
+from adapters.http.app import collapse_slashes, create_app
+from adapters.cli.main import issue_token
+from adapters.store.config import store_env
 from domain.service import Ledger
 from tests.conftest import ScimClient
 from tests.security.conftest import scim_error
@@ -81,7 +81,7 @@ def test_a_read_only_event_store_answers_503_and_applies_nothing(sqlite_runtime)
 def test_store_errors_map_to_503_and_bugs_to_500():
     from eventsourcing.persistence import OperationalError as ESOperationalError
 
-    from adapters.errors import store_unavailable
+    from adapters.http.errors import store_unavailable
 
     assert store_unavailable(sqlite3.OperationalError("database or disk is full"))
     assert store_unavailable(sqlite3.OperationalError("attempt to write a readonly database"))

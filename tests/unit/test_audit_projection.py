@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.app import create_app
-from adapters.cli import issue_token, main
+from adapters.http.app import create_app
+from adapters.cli.main import issue_token, main
 from projections.audit import ERASED, Query, event_types, parse_time
 from projections.replay import rebuild, verify
 from tests.conftest import ScimClient

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from adapters.group_commit import GroupCommitLedger
+from adapters.store.group_commit import GroupCommitLedger
 from adapters.runtime import Runtime
 from domain.errors import Conflict, PreconditionFailed, Uniqueness
 from domain.model import User

@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.app import create_app
-from adapters.cli import issue_token, main
+from adapters.http.app import create_app
+from adapters.cli.main import issue_token, main
 from adapters.runtime import Runtime
 from projections import directory as directory_module
 from projections.replay import checksum, exclusive, rebuild, verify

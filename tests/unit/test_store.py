@@ -10,12 +10,12 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from adapters import schema_version
-from adapters.app import create_app
-from adapters.readiness import Readiness
+from adapters.store import schema_version
+from adapters.http.app import create_app
+from adapters.http.readiness import Readiness
 from adapters.runtime import Runtime
-from adapters.schema_version import CURRENT, TABLE, UnknownSchemaVersion
-from adapters.store import StoreUnreachable, _redacted, open_ledger, store_env
+from adapters.store.schema_version import CURRENT, TABLE, UnknownSchemaVersion
+from adapters.store.config import StoreUnreachable, _redacted, open_ledger, store_env
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -33,13 +33,13 @@ def test_a_postgresql_url_sets_connection_schema_and_timeouts(tmp_path, monkeypa
     for key in ("POSTGRES_LOCK_TIMEOUT", "POSTGRES_POOL_SIZE", "SCIMLEDGER_PG_STATEMENT_TIMEOUT"):
         monkeypatch.delenv(key, raising=False)
     env = store_env(tmp_path, "postgresql://scim:p%40ss@db.example:6543/ledger?schema=prod&statement_timeout=2.5")
-    assert env["PERSISTENCE_MODULE"] == "adapters.pgstore:Factory"
+    assert env["PERSISTENCE_MODULE"] == "adapters.store.postgres:Factory"
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]) == ("db.example", "6543", "ledger")
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("scim", "p@ss")
     assert env["POSTGRES_SCHEMA"] == "prod"
     assert env["POSTGRES_LOCK_TIMEOUT"] == "5"  # never the library's 0 = wait forever
     assert env["SCIMLEDGER_PG_STATEMENT_TIMEOUT"] == "2.5"
-    assert "POSTGRES_PRE_PING" not in env  # connections are checked when a call fails (adapters.pgstore)
+    assert "POSTGRES_PRE_PING" not in env  # connections are checked when a call fails (adapters.store.postgres)
 
 
 def test_the_environment_sets_what_the_url_does_not(tmp_path, monkeypatch):
@@ -236,7 +236,7 @@ def test_a_node_far_behind_the_log_is_not_ready_and_catches_up_in_the_background
 
 
 def test_a_node_joining_a_store_with_tokens_issues_no_new_token(tmp_path, store, capsys):
-    from adapters.server import prepare
+    from adapters.cli.serve import prepare
 
     first = Runtime(tmp_path / "first", store)
     try:

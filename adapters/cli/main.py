@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from adapters import cli_audit
+from adapters.cli import audit as cli_audit
 from adapters.runtime import SCHEMAS_ENV, Runtime
-from adapters.tokens import hash_secret, new_secret
+from adapters.store.tokens import hash_secret, new_secret
 
 OPERATOR_CAUSE = {"tenant": None, "actor": "operator", "actor_label": "command line", "request_id": None}
 
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from adapters.server import serve
+        from adapters.cli.serve import serve
 
         if args.schemas:  # read by every worker's Runtime (adapters.runtime.configured_schemas)
             os.environ[SCHEMAS_ENV] = args.schemas

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import falcon
 
-from adapters.errors import ScimHTTPError
-from adapters.rendering import LazyMembers, etag, group_resource, is_lazy, stream_json, user_resource
-from adapters.search import DEFAULT_COUNT, MAX_COUNT, Query, Searcher  # noqa: F401  (re-exported)
+from adapters.http.errors import ScimHTTPError
+from adapters.http.rendering import LazyMembers, etag, group_resource, is_lazy, stream_json, user_resource
+from adapters.http.search import DEFAULT_COUNT, MAX_COUNT, Query, Searcher  # noqa: F401  (re-exported)
 from domain.errors import InvalidSyntax, NotFound
 from domain.schemas import PATCH_OP, ResourceType
 from domain.selection import may_return, parse_attribute_list, select

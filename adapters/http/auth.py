@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 import falcon
 
-from adapters.errors import ScimHTTPError
-from adapters.ratelimit import Limiter, Settings, retry_after
-from adapters.tokens import hash_secret
+from adapters.http.errors import ScimHTTPError
+from adapters.http.ratelimit import Limiter, Settings, retry_after
+from adapters.store.tokens import hash_secret
 from projections.directory import utc_text
 
 log = logging.getLogger("scimledger.auth")

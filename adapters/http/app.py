@@ -6,13 +6,13 @@ import re
 
 import falcon
 
-from adapters import errors, media
-from adapters import audit_http
-from adapters.auth import BearerAuth
-from adapters.discovery import ServiceProviderConfig, resource_types, schemas
-from adapters import bulk, cursors
-from adapters.resources import DEFAULT_COUNT, MAX_COUNT, Groups, Me, RootSearch, Users
-from adapters.search import Searcher
+from adapters.http import errors, media
+from adapters.http import audit as audit_http
+from adapters.http.auth import BearerAuth
+from adapters.http.discovery import ServiceProviderConfig, resource_types, schemas
+from adapters.http import bulk, cursors
+from adapters.http.resources import DEFAULT_COUNT, MAX_COUNT, Groups, Me, RootSearch, Users
+from adapters.http.search import Searcher
 
 BASE_PATHS = ("/scim/v2", "/api/admin/scim")
 
@@ -20,7 +20,7 @@ BASE_PATHS = ("/scim/v2", "/api/admin/scim")
 class Health:
     """``/healthz`` (no runtime): the process is up. ``/readyz`` (with the runtime): the
     store answers and the directory is caught up, else 503 with a SCIM error body
-    (``adapters.readiness``)."""
+    (``adapters.http.readiness``)."""
 
     def __init__(self, runtime=None):
         self.runtime = runtime
@@ -29,7 +29,7 @@ class Health:
         if self.runtime is None:
             resp.media = {"status": "ok"}
             return
-        from adapters.readiness import readiness_of
+        from adapters.http.readiness import readiness_of
 
         ready, body = readiness_of(self.runtime).check()
         if not ready:
@@ -39,7 +39,7 @@ class Health:
 
 def create_app(runtime, max_body: int = media.DEFAULT_MAX_BODY) -> falcon.App:
     # -- reliability & observability (issue 7): logs/metrics first, then auth + rate limits.
-    from adapters import observability, openapi
+    from adapters.http import observability, openapi
 
     observability.instrument(runtime)
     request_log = observability.RequestLog()

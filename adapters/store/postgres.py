@@ -1,6 +1,6 @@
 """eventsourcing's PostgreSQL persistence, with the operational limits a node needs.
 
-Selected by ``adapters.store`` with ``PERSISTENCE_MODULE=adapters.pgstore:Factory``. It is
+Selected by ``adapters.store.config`` with ``PERSISTENCE_MODULE=adapters.store.postgres:Factory``. It is
 the library's own ``PostgresFactory`` and recorders (tables, table lock, NOTIFY: all
 unchanged), with these differences:
 

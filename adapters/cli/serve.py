@@ -24,8 +24,8 @@ class ScimLedgerServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):  # runs in each worker, after the fork
-        from adapters.app import collapse_slashes, create_app
-        from adapters.readiness import Readiness
+        from adapters.http.app import collapse_slashes, create_app
+        from adapters.http.readiness import Readiness
 
         runtime = Runtime(self.data, self.store, check_directory=False)
         # Build (or catch up) the directory from the log in the background; /readyz says
@@ -42,8 +42,8 @@ def prepare(runtime: Runtime, base_url: str) -> None:
     an empty directory, which its workers build in the background (``/readyz`` says 503
     until then), so the arbiter neither waits for that nor mistakes it for a fresh store.
     """
-    from adapters.cli import OPERATOR_CAUSE, issue_token
-    from adapters.tokens import hash_secret
+    from adapters.cli.main import OPERATOR_CAUSE, issue_token
+    from adapters.store.tokens import hash_secret
 
     bootstrap = os.environ.get("SCIMLEDGER_BOOTSTRAP_TOKEN")
     if bootstrap:
@@ -71,12 +71,12 @@ def _log_has_tokens(runtime: Runtime) -> bool:
 def serve(args) -> int:
     import logging.config
 
-    from adapters.logs import logging_config, prepare_multiprocess_dir
-    from adapters.ratelimit import apply_serve_defaults
-    from adapters.store import data_dir
+    from adapters.http.logs import logging_config, prepare_multiprocess_dir
+    from adapters.http.ratelimit import apply_serve_defaults
+    from adapters.store.config import data_dir
 
     # Logs: JSON lines on stderr from the start (the arbiter's too), one per request
-    # (adapters.observability); gunicorn re-applies the config. Metrics: the workers'
+    # (adapters.http.observability); gunicorn re-applies the config. Metrics: the workers'
     # counters in prometheus-client's multiprocess files under <data>/metrics, named
     # before anything imports prometheus-client. Rate limits: the documented defaults
     # unless set (docs/operations.md).
@@ -101,6 +101,6 @@ def serve(args) -> int:
         "graceful_timeout": 10,
     }
     options["logconfig_dict"] = log_config
-    options["logger_class"] = "adapters.logs.GunicornLogger"
+    options["logger_class"] = "adapters.http.logs.GunicornLogger"
     ScimLedgerServer(options, str(runtime.data), runtime.store).run()
     return 0

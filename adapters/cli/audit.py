@@ -15,7 +15,7 @@ from typing import Callable, TextIO
 
 import orjson
 
-from adapters.rendering import group_resource, user_resource
+from adapters.http.rendering import group_resource, user_resource
 from projections.audit import Query, event_types, parse_time
 from projections.directory import utc_text
 
@@ -354,7 +354,7 @@ def subject_export_command(runtime, args) -> int:
 
 
 def erase_command(runtime, args) -> int:
-    from adapters.cli import _cause
+    from adapters.cli.main import _cause
     from domain.errors import NotFound
 
     try:

@@ -1,6 +1,6 @@
 """JSON log lines, and the server's logging and metrics-directory set-up.
 
-Kept apart from ``adapters.observability`` because the gunicorn arbiter loads this
+Kept apart from ``adapters.http.observability`` because the gunicorn arbiter loads this
 module (for its log formatter) and must not import prometheus-client before
 ``PROMETHEUS_MULTIPROC_DIR`` is set: prometheus-client picks its storage at import.
 """
@@ -45,7 +45,7 @@ def logging_config(level: str = "info") -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "adapters.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "adapters.http.logs.JsonFormatter"}},
         "handlers": {"stderr": handler},
         "root": {"level": "WARNING", "handlers": ["stderr"]},
         "loggers": {

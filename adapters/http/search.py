@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import falcon
 
-from adapters.cursors import Cursors, InvalidCount, InvalidCursor
-from adapters.rendering import is_lazy, list_response, stream_json
+from adapters.http.cursors import Cursors, InvalidCount, InvalidCursor
+from adapters.http.rendering import is_lazy, list_response, stream_json
 from domain.errors import InvalidFilter, InvalidValue
 from domain.filter import parse_filter, parse_path
 from domain.selection import parse_attribute_list, select

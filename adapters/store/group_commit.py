@@ -21,7 +21,7 @@ Guarantees are those of a plain ``save``:
   which the ledger retries or reports; the others succeed);
 * each command gets the log positions of its own events, so read-your-writes holds.
 
-Enable with ``SCIMLEDGER_GROUP_COMMIT=1`` (see ``adapters.store.open_ledger``).
+Enable with ``SCIMLEDGER_GROUP_COMMIT=1`` (see ``adapters.store.config.open_ledger``).
 """
 
 from __future__ import annotations

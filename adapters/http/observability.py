@@ -1,6 +1,6 @@
 """Structured logs and Prometheus metrics for the people on call.
 
-* ``adapters.logs.JsonFormatter``: every log record as one JSON object on one line.
+* ``adapters.http.logs.JsonFormatter``: every log record as one JSON object on one line.
 * ``RequestLog``: falcon middleware, first in the chain: one log line per request
   (``scimledger.access``: request id, method, route template, status, duration, tenant,
   client address) and the request metrics. Never a body, a header value, a query
@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from adapters.logs import MULTIPROC_ENV
+from adapters.http.logs import MULTIPROC_ENV
 
 access_log = logging.getLogger("scimledger.access")
 log = logging.getLogger("scimledger")

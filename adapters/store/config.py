@@ -22,7 +22,7 @@ Query parameters (all optional):
 
 The same settings can also come from the environment as the library's ``POSTGRES_*`` keys
 (``POSTGRES_LOCK_TIMEOUT``, ``POSTGRES_POOL_SIZE``, ...) or ``SCIMLEDGER_PG_*`` (see
-``adapters.pgstore``); a URL parameter wins over the environment, which wins over the
+``adapters.store.postgres``); a URL parameter wins over the environment, which wins over the
 defaults above.
 """
 
@@ -35,8 +35,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.utils import get_topic
 
-from adapters import pgstore, schema_version
-from adapters.transcoder import OrjsonTranscoder
+from adapters.store import postgres as pgstore, schema_version
+from adapters.store.transcoder import OrjsonTranscoder
 from domain.service import DirectoryFacts, Ledger
 
 # URL query parameter -> (eventsourcing/pgstore env key, default)
@@ -114,7 +114,7 @@ def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None
     env = store_env(data, url)
     ledger_class = Ledger
     if os.environ.get("SCIMLEDGER_GROUP_COMMIT", "").lower() in ("1", "y", "yes", "true", "on"):
-        from adapters.group_commit import GroupCommitLedger
+        from adapters.store.group_commit import GroupCommitLedger
 
         ledger_class = GroupCommitLedger
     try:

@@ -21,8 +21,8 @@ from uuid import UUID
 import falcon
 import orjson
 
-from adapters.errors import ScimHTTPError
-from adapters.rendering import group_resource, user_resource
+from adapters.http.errors import ScimHTTPError
+from adapters.http.rendering import group_resource, user_resource
 from domain.errors import InvalidValue, NotFound
 from projections.audit import Query, event_types, parse_time
 from projections.directory import utc_text

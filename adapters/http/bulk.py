@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import falcon
 
-from adapters.errors import ScimHTTPError, error_body, status_of
-from adapters.rendering import etag
-from adapters.resources import expected_version, patch_operations
+from adapters.http.errors import ScimHTTPError, error_body, status_of
+from adapters.http.rendering import etag
+from adapters.http.resources import expected_version, patch_operations
 from domain.bulk import BulkConflict, BulkOperation, BulkOutcome
 from domain.errors import InvalidSyntax, InvalidValue, ScimError
 from domain.schemas import BULK_RESPONSE

@@ -14,7 +14,7 @@ import falcon
 import orjson
 from falcon import media
 
-from adapters.errors import ScimHTTPError
+from adapters.http.errors import ScimHTTPError
 
 SCIM_JSON = "application/scim+json"
 DEFAULT_MAX_BODY = 1024 * 1024
