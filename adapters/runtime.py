@@ -20,14 +20,13 @@ class Runtime:
         before forking, and its workers skip it (it reads the whole file)."""
         self.data = data_dir(str(data) if data else None)
         self.store = store_url(store)
-        self.ledger: Ledger = open_ledger(self.data, self.store)
+        self.ledger: Ledger = open_ledger(self.data, self.store, schemas=configured_schemas())  # + operator extension schemas (issue 3)
         if check_directory:
             set_aside_if_corrupt(self.data / "directory.sqlite3")
         self.directory = Directory(
             self.data / "directory.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode, log_head(self.ledger)
         )
         self.ledger.facts = self.directory
-        self.ledger.schemas = configured_schemas()  # + operator extension schemas (issue 3)
         # Caught up lazily, by audit queries and replay: not on the SCIM write path.
         self.audit = AuditLog(self.data / "audit.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode)
 

@@ -15,8 +15,6 @@ removes only those members, and every shape of manager.
 from __future__ import annotations
 
 import copy
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +32,10 @@ from domain.attributes import (
     parse_members,
     store,
 )
-from domain.errors import InvalidFilter, InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, ScimError
-from domain.filter import And, AttrPath, Compare, Filter, Not, Or, PatchPath, Present, parse_path
+from domain.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, ScimError
+from domain.filter import AttrPath, Filter, PatchPath, parse_path
 from domain.schemas import Attribute, ResourceType, Schema
+from domain.value_filter import check_filter, element_from_filter, has_fields, matching_indexes, member_ids_in_filter
 
 _OPS = frozenset({"add", "replace", "remove"})
 
@@ -191,7 +190,7 @@ class _Patch:
         if path.filter is not None:
             if not attribute.multi_valued:
                 raise InvalidPath(f"'{location.name}' is single-valued; it cannot take a value filter")
-            _check_filter(path.filter, attribute)
+            check_filter(path.filter, attribute)
         sub = self._sub_attribute(path, attribute)
         return _Target(location, path.filter, sub)
 
@@ -246,7 +245,7 @@ class _Patch:
         """``attr[filter]``, ``attr[filter].sub`` or ``attr.sub`` (every element)."""
         location, attribute = target.location, target.location.attribute
         elements = list(fetch(self.attributes, location) or [])
-        matched = _matching_indexes(elements, target.filter, attribute)
+        matched = matching_indexes(elements, target.filter, attribute)
         if target.sub is not None:
             changes = {target.sub.name: coerce_scalar(target.sub, value, f"{location.name}.{target.sub.name}")}
         else:
@@ -254,7 +253,7 @@ class _Patch:
         if not matched:
             if all(change is None for change in changes.values()):
                 return  # setting nothing on no element
-            elements.append(_without_nulls({**_element_from_filter(target.filter, attribute, location.name), **changes}))
+            elements.append(_without_nulls({**element_from_filter(target.filter, attribute, location.name), **changes}))
             matched = [len(elements) - 1]
         else:
             for index in matched:
@@ -265,7 +264,7 @@ class _Patch:
     def _changed_element(op: str, target: _Target, element: dict, changes: dict) -> dict:
         if op == "replace" and target.sub is None:
             # the matched element is replaced; what the filter said about it still holds
-            base = _element_from_filter(target.filter, target.location.attribute, target.location.name, strict=False)
+            base = element_from_filter(target.filter, target.location.attribute, target.location.name, strict=False)
         else:
             base = element
         return _without_nulls({**base, **changes})
@@ -284,11 +283,11 @@ class _Patch:
         if target.filter is None and target.sub is None:
             if value is not None:  # Entra's dialect: remove just the listed values
                 templates = coerce(attribute, value, location.name) or []
-                elements = [e for e in elements if not any(_has_fields(e, t, attribute) for t in templates)]
+                elements = [e for e in elements if not any(has_fields(e, t, attribute) for t in templates)]
             else:
                 elements = []
         else:
-            matched = set(_matching_indexes(elements, target.filter, attribute))
+            matched = set(matching_indexes(elements, target.filter, attribute))
             if target.sub is None:
                 elements = [element for index, element in enumerate(elements) if index not in matched]
             else:
@@ -315,7 +314,7 @@ class _Patch:
 
     def _remove_members(self, target: _Target, value: Any) -> None:
         if target.filter is not None:
-            self.members.remove(_member_ids_in_filter(target.filter))
+            self.members.remove(member_ids_in_filter(target.filter))
         elif value is None:  # RFC: remove with no value removes every member
             self.members.clear()
         else:  # Entra's default dialect: remove only the listed members, never all
@@ -385,15 +384,6 @@ def _without_key(element: dict, key: str) -> dict:
     return {name: value for name, value in element.items() if name != key}
 
 
-def _has_fields(element: dict, template: Any, attribute: Attribute) -> bool:
-    """Does ``element`` carry every sub-attribute value ``template`` gives?"""
-    if not isinstance(template, dict):
-        return element == template
-    return all(
-        _compare(element.get(name), "eq", value, attribute.sub(name)) for name, value in template.items()
-    )
-
-
 def _keep_one_primary(elements: list, touched: set[int]) -> None:
     """RFC 7644 §3.5.2: setting ``primary`` true on a value sets it false on the others."""
     if not any(isinstance(elements[i], dict) and elements[i].get("primary") is True for i in touched):
@@ -401,156 +391,3 @@ def _keep_one_primary(elements: list, touched: set[int]) -> None:
     for index, element in enumerate(elements):
         if index not in touched and isinstance(element, dict) and element.get("primary") is True:
             elements[index] = {**element, "primary": False}
-
-
-def _member_ids_in_filter(filter: Filter) -> list[str]:
-    """``members[value eq "u1"]`` (or several joined with ``or``) to the ids it names."""
-    if isinstance(filter, Or):
-        return _member_ids_in_filter(filter.left) + _member_ids_in_filter(filter.right)
-    if (
-        isinstance(filter, Compare)
-        and filter.op == "eq"
-        and filter.path.attr.lower() == "value"
-        and filter.path.sub is None
-        and isinstance(filter.value, str)
-        and filter.value
-    ):
-        return [filter.value]
-    raise InvalidPath('A filter on \'members\' must name members by id: members[value eq "<id>"]')
-
-
-# --- value filters on the elements of a multi-valued attribute ------------------------
-
-
-def matches(element: dict, filter: Filter, attribute: Attribute) -> bool:
-    """Does one element of multi-valued ``attribute`` satisfy ``filter``?
-
-    Strings compare case-insensitively unless the sub-attribute is caseExact.
-    """
-    if isinstance(filter, And):
-        return matches(element, filter.left, attribute) and matches(element, filter.right, attribute)
-    if isinstance(filter, Or):
-        return matches(element, filter.left, attribute) or matches(element, filter.right, attribute)
-    if isinstance(filter, Not):
-        return not matches(element, filter.expr, attribute)
-    if isinstance(filter, Present):
-        value = element.get(_filter_sub(filter.path, attribute).name)
-        return value is not None and value != "" and value != []
-    if isinstance(filter, Compare):
-        sub = _filter_sub(filter.path, attribute)
-        return _compare(element.get(sub.name), filter.op, filter.value, sub)
-    raise InvalidPath(f"Value filters cannot be nested inside '{attribute.name}[…]'")
-
-
-def _check_filter(filter: Filter, attribute: Attribute) -> None:
-    """Fail on an unknown sub-attribute or operator now, not only when an element is tried."""
-    if isinstance(filter, And | Or):
-        _check_filter(filter.left, attribute)
-        _check_filter(filter.right, attribute)
-    elif isinstance(filter, Not):
-        _check_filter(filter.expr, attribute)
-    elif isinstance(filter, Present):
-        _filter_sub(filter.path, attribute)
-    elif isinstance(filter, Compare):
-        _check_comparison(filter.op, _filter_sub(filter.path, attribute))
-    else:
-        raise InvalidPath(f"Value filters cannot be nested inside '{attribute.name}[…]'")
-
-
-def _filter_sub(path: AttrPath, attribute: Attribute) -> Attribute:
-    name = path.attr
-    if path.sub is not None and path.attr.lower() == attribute.name.lower():
-        name = path.sub  # `emails[emails.type eq "work"]`
-    elif path.sub is not None:
-        raise InvalidPath(f"'{path.attr}.{path.sub}' is not a sub-attribute of '{attribute.name}'")
-    sub = attribute.sub(name)
-    if sub is None:
-        raise InvalidPath(f"'{attribute.name}' has no sub-attribute '{name}' (in the value filter)")
-    return sub
-
-
-def _matching_indexes(elements: list, filter: Filter | None, attribute: Attribute) -> list[int]:
-    """Indexes of the elements ``filter`` selects; no filter (``attr.sub``) selects them all."""
-    return [
-        index
-        for index, element in enumerate(elements)
-        if isinstance(element, dict) and (filter is None or matches(element, filter, attribute))
-    ]
-
-
-def _element_from_filter(filter: Filter | None, attribute: Attribute, label: str, strict: bool = True) -> dict:
-    """The element a filter describes, from its ``eq`` terms: ``type eq "work"`` -> {"type": "work"}.
-
-    Entra relies on a value filter that matches nothing creating the element. Only a
-    filter made of ``eq`` terms joined by ``and`` says what to create; with ``strict``,
-    any other raises noTarget, otherwise it contributes nothing.
-    """
-    if filter is None:
-        return {}
-    terms = _eq_terms(filter, attribute, label)
-    if terms is None:
-        if strict:
-            raise NoTarget(f"No value of '{label}' matches the filter, and the filter does not say what to create")
-        return {}
-    return terms
-
-
-def _eq_terms(filter: Filter, attribute: Attribute, label: str) -> dict | None:
-    if isinstance(filter, Compare) and filter.op == "eq" and filter.value is not None:
-        sub = _filter_sub(filter.path, attribute)
-        return {sub.name: coerce_scalar(sub, filter.value, f"{label}.{sub.name}")}
-    if isinstance(filter, And):
-        left = _eq_terms(filter.left, attribute, label)
-        right = _eq_terms(filter.right, attribute, label)
-        if left is None or right is None or any(left[k] != right[k] for k in left.keys() & right.keys()):
-            return None
-        return {**left, **right}
-    return None
-
-
-_OPERATORS: dict[str, Callable[[str, str], bool]] = {
-    "eq": operator.eq,
-    "ne": operator.ne,
-    "co": lambda actual, expected: expected in actual,
-    "sw": str.startswith,
-    "ew": str.endswith,
-    "gt": operator.gt,
-    "ge": operator.ge,
-    "lt": operator.lt,
-    "le": operator.le,
-}
-_ORDERING = frozenset({"gt", "ge", "lt", "le"})
-
-
-def _check_comparison(op: str, sub: Attribute) -> None:
-    if op not in _OPERATORS:
-        raise InvalidFilter(f"Unknown comparison operator '{op}'")
-    if sub.type == "boolean" and op not in ("eq", "ne"):
-        raise InvalidFilter(f"'{sub.name}' is a boolean; compare it with eq or ne, not {op}")
-
-
-def _compare(actual: Any, op: str, expected: Any, sub: Attribute) -> bool:
-    _check_comparison(op, sub)
-    if sub.type == "boolean":
-        expected = _as_boolean(expected)
-    if expected is None or actual is None:
-        return op == "ne" if (expected is None) != (actual is None) else op == "eq"
-    if isinstance(actual, str) and isinstance(expected, str):
-        if not sub.case_exact:
-            actual, expected = actual.casefold(), expected.casefold()
-        return _OPERATORS[op](actual, expected)
-    if _is_number(actual) and _is_number(expected) and (op in _ORDERING or op in ("eq", "ne")):
-        return _OPERATORS[op](actual, expected)
-    same = type(actual) is type(expected) and actual == expected
-    return {"eq": same, "ne": not same}.get(op, False)
-
-
-def _as_boolean(value: Any) -> Any:
-    """A filter's ``primary eq "True"`` means the boolean, as everywhere else."""
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

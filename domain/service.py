@@ -12,43 +12,24 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, TypeVar
+from typing import Callable, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from domain.attributes import fetch, locations, missing_required, normalize, parse_members
+from domain import uniqueness
+from domain.attributes import missing_required, normalize, parse_members
 from domain.batch import Batch
 from domain.bulk import BulkOperation, BulkOutcome, run_operations
-from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed, Uniqueness
+from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed
 from domain.model import Cause, Group, NameClaim, Resource, Tenant, Token, User
 from domain.patch import apply_patch, carry_immutable
+from domain.ports import DirectoryFacts, StaleRead
 from domain.schemas import DEFAULT_SCHEMAS, ResourceType, SchemaSet
 
 MAX_ATTEMPTS = 12
 T = TypeVar("T")
-
-
-class StaleRead(Exception):
-    """The directory has not (or no longer) the version of a group the caller loaded."""
-
-
-class DirectoryFacts(Protocol):
-    """What the write side asks of the directory projection (caught up by the implementation)."""
-
-    def live_members(self, tenant: str, ids: list[str]) -> dict[str, str]:
-        """Of ``ids``, those that are live users or groups of ``tenant``: ``{id: "User"|"Group"}``."""
-
-    def members_among(self, group_id: str, group_version: int, ids: list[str]) -> set[str]:
-        """Which of ``ids`` are members of the group; raises StaleRead unless the
-        directory holds the group at exactly ``group_version``."""
-
-    def all_members(self, group_id: str, group_version: int) -> set[str]:
-        """Every member of the group (same StaleRead rule)."""
-
-    def groups_of(self, tenant: str, member_id: str) -> list[str]:
-        """Ids of the groups ``member_id`` is a direct member of."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +45,14 @@ class Ledger(Application):
     # Observers the adapters may set (metrics): events recorded by a save, a retried conflict.
     on_recorded: Callable[[int], None] | None = None
     on_retry: Callable[[], None] | None = None
-    # The resource types served: the built-in ones unless the runtime configured more.
-    schemas: SchemaSet = DEFAULT_SCHEMAS
 
-    def __init__(self, env: dict | None = None, facts: DirectoryFacts | None = None):
+    def __init__(self, env: dict | None = None, facts: DirectoryFacts | None = None,
+                 schemas: SchemaSet = DEFAULT_SCHEMAS):
+        """``facts``: the directory the use cases consult (``domain.ports``); ``schemas``: the
+        resource types served (the built-in ones unless configured with more)."""
         super().__init__(env=env)
         self.facts = facts
+        self.schemas = schemas
         self._thread = threading.local()  # the Batch open on this thread, if any (run_bulk)
 
     # -- users ---------------------------------------------------------------------
@@ -341,33 +324,9 @@ class Ledger(Application):
             )
         return resource
 
-    def _claim(self, kind: str, tenant: str, name: str, owner: str, cause: Cause, label: str = "", shown: str = "") -> NameClaim:
-        claim_id = NameClaim.id_for(kind, tenant, name)
-        try:
-            claim = self._load(claim_id)
-        except AggregateNotFoundError:
-            return NameClaim(kind=kind, tenant=tenant, name=name, owner=owner, cause=cause)
-        if claim.owner not in (None, owner):
-            label = label or ("userName" if kind == "user" else "displayName")
-            raise Uniqueness(f"{label} '{shown or name}' is already in use")
-        if claim.owner is None:
-            claim.reclaim(owner, cause)
-        return claim
-
     def _unique_claims(self, rt: ResourceType, tenant: str, before: dict, after: dict, owner: str, cause: Cause) -> list[NameClaim]:
-        """Claim the values of ``uniqueness: server`` attributes ``after`` holds anew, release
-        the ones only ``before`` held (``{}`` on either side: a create or a delete)."""
-        old, new = unique_values(rt, before), unique_values(rt, after)
-        claims = []
-        for kind, (label, name, shown) in new.items():
-            if kind not in old or old[kind][1].casefold() != name.casefold():
-                claims.append(self._claim(kind, tenant, name, owner, cause, label, shown))
-        for kind, (label, name, _) in old.items():
-            if kind not in new or new[kind][1].casefold() != name.casefold():
-                claim = self._get(NameClaim.id_for(kind, tenant, name))
-                claim.release(cause)
-                claims.append(claim)
-        return claims
+        """The name claims a change takes and releases (``domain.uniqueness``)."""
+        return uniqueness.claims(self._load, rt, tenant, before, after, owner, cause)
 
     def _save(self, subject, *aggregates) -> Written:
         batch = self._batch()
@@ -399,30 +358,6 @@ def _require(resource_type, attributes: dict) -> None:
     missing = missing_required(resource_type, attributes)
     if missing:
         raise InvalidValue(f"{', '.join(missing)} required: the request did not give {' or '.join(missing)}")
-
-
-def unique_values(rt: ResourceType, attributes: dict) -> dict[str, tuple[str, str, str]]:
-    """``{claim kind: (attribute label, claimed name, value as text)}`` for each ``uniqueness: server``
-    attribute with a value. userName and a group's displayName keep the kinds "user" and
-    "group" they always had; a configured extension's attribute claims under
-    "<type>:<urn>:<name>". Names are compared case-insensitively (NameClaim case-folds);
-    a caseExact attribute's value is claimed in hex, so only equal values collide."""
-    claims = {}
-    for location in locations(rt):
-        attribute = location.attribute
-        if attribute.uniqueness != "server" or attribute.name == "id" and location.extension is None:
-            continue
-        value = fetch(attributes, location)
-        if value is None or isinstance(value, (dict, list)):
-            continue
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        if location.extension is None and (rt.name, attribute.name) in (("User", "userName"), ("Group", "displayName")):
-            claims[rt.name.lower()] = (attribute.name, text, text)
-            continue
-        label = f"{location.extension}:{attribute.name}" if location.extension else attribute.name
-        name = "x" + text.encode("utf-8", "surrogatepass").hex() if attribute.case_exact else text
-        claims[f"{rt.name.lower()}:{label}"] = (label, name, text)
-    return claims
 
 
 def _members_from_body(body: dict) -> list[dict]:

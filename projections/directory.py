@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import orjson
 
 from domain.model import Group, Token, User, apply_changes
-from domain.service import StaleRead
+from domain.ports import StaleRead
 from projections.directory_schema import DDL, SCHEMA_VERSION
 
 PAGE = 1000
@@ -42,7 +42,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 
 class Directory:
-    """Implements ``domain.service.DirectoryFacts`` and the queries the HTTP layer needs."""
+    """Implements ``domain.ports.DirectoryFacts`` and the queries the HTTP layer needs."""
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None):

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from domain.errors import InvalidFilter, InvalidValue
-from domain.filter import And, AttrPath, Compare, Filter, Not, Or, Present, ValuePath
+from domain.filter_ast import And, AttrPath, Compare, Filter, Not, Or, Present, ValuePath
 from domain.schemas import META, Attribute, ResourceType, Schema
 
 # Aliases of the sub-queries; the caller's alias must differ from both.

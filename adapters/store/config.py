@@ -37,7 +37,9 @@ from eventsourcing.utils import get_topic
 
 from adapters.store import postgres as pgstore, schema_version
 from adapters.store.transcoder import OrjsonTranscoder
-from domain.service import DirectoryFacts, Ledger
+from domain.ports import DirectoryFacts
+from domain.schemas import DEFAULT_SCHEMAS, SchemaSet
+from domain.service import Ledger
 
 # URL query parameter -> (eventsourcing/pgstore env key, default)
 PG_SETTINGS = {
@@ -104,7 +106,8 @@ def is_postgres(env: dict) -> bool:
     return env.get("PERSISTENCE_MODULE") == get_topic(pgstore.Factory)
 
 
-def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None) -> Ledger:
+def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None,
+                schemas: SchemaSet = DEFAULT_SCHEMAS) -> Ledger:
     """The ledger on the configured store, after checking the store's schema version.
 
     Raises ``schema_version.UnknownSchemaVersion`` (a SystemExit with a clear message) when
@@ -119,7 +122,7 @@ def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None
         ledger_class = GroupCommitLedger
     try:
         with _stamped(env):
-            return ledger_class(env=env, facts=facts)  # creates the library's tables on first use
+            return ledger_class(env=env, facts=facts, schemas=schemas)  # creates the library's tables on first use
     except _unreachable() as error:
         raise StoreUnreachable(_redacted(url), error) from error
 

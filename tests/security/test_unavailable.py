@@ -37,9 +37,7 @@ def read_only_ledger(runtime) -> Ledger:
     env = store_env(runtime.data, None)
     env["SQLITE_DBNAME"] = f"file:{env['SQLITE_DBNAME']}?mode=ro"
     env["CREATE_TABLE"] = "n"
-    ledger = Ledger(env=env)
-    ledger.facts, ledger.schemas = runtime.directory, runtime.ledger.schemas
-    return ledger
+    return Ledger(env=env, facts=runtime.directory, schemas=runtime.ledger.schemas)
 
 
 def test_a_read_only_event_store_answers_503_and_applies_nothing(sqlite_runtime):

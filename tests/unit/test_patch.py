@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from domain.attributes import normalize
 from domain.errors import InvalidFilter, InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, ScimError
 from domain.filter import AttrPath, Compare
-from domain.patch import PatchOutcome, apply_patch, matches
+from domain.patch import PatchOutcome, apply_patch
+from domain.value_filter import matches
 from domain.schemas import ENTERPRISE_USER, GROUP, USER, Attribute, ResourceType, Schema
 
 ENTERPRISE = ENTERPRISE_USER
