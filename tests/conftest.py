@@ -1,8 +1,15 @@
 """Shared fixtures: a real store (SQLite file, or PostgreSQL in a schema of its own) and
-falcon's test client with a valid token.
+falcon's test client with a valid token; ``assert_scim_error`` for its answers.
 
-PostgreSQL tests are skipped when the server is unreachable on a developer machine, but
-fail under CI (CI=true), where .ci/run has started it.
+Nothing is skipped under CI (CI=true). A test whose prerequisite is missing (PostgreSQL
+unreachable, no root to mount a tmpfs, ...) calls ``skip_or_fail(reason)``: skipped on a
+developer machine, failed under CI. And whatever else would skip there (a marker, a
+library) is reported as a failure by the hook below.
+
+The layers: tests/unit (pure, no store), tests/service (the Ledger and projections on
+real stores, and on the in-memory store with a fake directory), tests/http (falcon's
+test client, both stores), tests/e2e (real processes, through tests/processes.py).
+Sample bodies: tests/samples.py. Security tests carry the ``security`` marker.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from typing import NoReturn
 
 import falcon.testing
 import pytest
@@ -19,6 +27,27 @@ from adapters.cli.main import issue_token
 from adapters.runtime import Runtime
 
 PG_URL = os.environ.get("SCIMLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+UNDER_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """A prerequisite of this test is missing: skip on a developer machine, fail under CI."""
+    if UNDER_CI:
+        pytest.fail(f"{reason} (under CI=true nothing is skipped)")
+    pytest.skip(f"{reason} (set CI=true to make this a failure)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI a skip (or an expected failure) of any origin is a failure."""
+    report = (yield).get_result()
+    if UNDER_CI and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else getattr(report, "wasxfail", report.longrepr)
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where nothing may be skipped: {reason}"
 
 
 def postgres_available() -> bool:
@@ -34,9 +63,7 @@ def postgres_available() -> bool:
 @pytest.fixture(scope="session")
 def postgres_url():
     if not postgres_available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}; under CI it must be")
-        pytest.skip("PostgreSQL not reachable (set CI=true to make this a failure)")
+        skip_or_fail(f"PostgreSQL is not reachable at {PG_URL}")
     return PG_URL
 
 
@@ -121,3 +148,15 @@ def app(runtime):
 @pytest.fixture
 def client(runtime, app) -> ScimClient:
     return ScimClient(app, issue_token(runtime, "default", "scim", "entra"))
+
+
+def assert_scim_error(response, status: int, scim_type: str | None = None):
+    """A falcon test client response is a SCIM error body with ``status`` (and ``scimType``)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/scim+json")
+    body = response.json
+    assert body["schemas"] == [ERROR]
+    assert body["status"] == str(status)
+    assert body["detail"]
+    if scim_type:
+        assert body["scimType"] == scim_type

@@ -29,7 +29,7 @@ A server::
 Clients: ``Client`` keeps one connection alive (one per thread) and answers ``Reply``
 objects, or None when a request got no answer (refused, reset: its fate is unknown);
 ``request()`` sends one request on a new connection (so gunicorn may hand it to any
-worker). ``run_cli()`` and ``run_script()`` run the command line and ``scripts/``.
+worker), ``server.scim(method, path, ...)`` one to the server's Tenant URL. ``run_cli()`` and ``run_script()`` run the command line and ``scripts/``.
 Sample bodies are in ``tests/samples.py``.
 """
 
@@ -81,6 +81,7 @@ class Server:
                  workers: int = 2, threads: int = 4, name: str = "server", env: dict | None = None,
                  command: list[str] | None = None, port: int | None = None, cwd: Path = REPO, **settings: str):
         self.name, self.data, self.logs, self.cwd = name, Path(data) if data else None, Path(logs), cwd
+        self.token = token
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.tenant_url = f"{self.base_url}/scim/v2"
@@ -163,6 +164,11 @@ class Server:
         _signal_group(process.pid, signal.SIGKILL)
         process.wait(10)
         _wait_group_gone(process.pid)
+
+    def scim(self, method: str, path: str, body: dict | None = None, headers: dict | None = None,
+             token: str | None = None) -> tuple[int, dict, dict | None]:
+        """``request()`` to ``path`` under the Tenant URL, with the bootstrap token unless ``token``."""
+        return request(method, self.tenant_url + path, body, headers, token or self.token)
 
     def output(self, limit: int = 4000) -> str:
         """The end of this start's stdout and stderr (for failure messages)."""
@@ -296,6 +302,7 @@ class Client:
             sent["Content-Type"] = SCIM_JSON
         sent |= headers or {}
         url = self.base + path if path.startswith(SCIM_PATHS) else path
+        reused = self.conn is not None
         try:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
@@ -308,6 +315,10 @@ class Client:
             return reply
         except (OSError, http.client.HTTPException):
             self.close()
+            if reused and method in ("GET", "HEAD"):
+                # The server may have closed the idle connection (keep-alive timeout): a
+                # read is safe to send again, once, on a new one. A write is not retried.
+                return self.call(method, path, body, headers, raw, token)
             return None
 
     def ok(self, method: str, path: str, body=None, status: int | tuple = 200, **kw):

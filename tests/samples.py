@@ -6,6 +6,9 @@ Pure data: no fixtures, no clients, no assertions.
 
 from __future__ import annotations
 
+import uuid
+from urllib.parse import quote
+
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -76,3 +79,13 @@ def entra_user(name: str) -> dict:
         "displayName": name.title(),
         "emails": [{"primary": True, "type": "work", "value": f"{name}@fabrikam.example"}],
     }
+
+
+def unique(prefix: str) -> str:
+    """A userName nobody has used: ``<prefix>-<random>@example.org``."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.org"
+
+
+def by_user_name(name: str) -> str:
+    """The path of the Users listing that finds ``name``, as Entra ID's match asks it."""
+    return "/Users?filter=" + quote(f'userName eq "{name}"')

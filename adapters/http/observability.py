@@ -39,7 +39,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 def _allocate_mmap_files() -> None:
     """prometheus-client's multiprocess files are sparse files written through mmap: on a
     full disk a write to a page the filesystem cannot back kills the worker with SIGBUS
-    (found by tests/security/test_unavailable.py on a full tmpfs). Allocate their blocks
+    (found by tests/e2e/test_full_disk.py on a full tmpfs). Allocate their blocks
     for real (posix_fallocate) before they are mapped or grown, so a full disk is an
     OSError (caught: the metric is skipped) instead of a dead worker."""
     from prometheus_client import mmap_dict, values

@@ -1,5 +1,5 @@
 """``GET /openapi.json``: an OpenAPI 3.1 description of the HTTP API, for clients and for
-schemathesis (tests/security/test_schemathesis.py fuzzes a live server from it).
+schemathesis (tests/e2e/test_schemathesis.py fuzzes a live server from it).
 
 The paths come from the app's own router (``falcon.inspect``), so a route someone adds
 is described at once; the operations we know get their parameters and bodies in full

@@ -18,7 +18,7 @@ the event log says exactly which requests were applied. Afterwards:
   userName claim, each owned claim belongs to a live user of that name, every group
   member is a live user, no duplicate member);
 * the directory the server left equals a fresh rebuild from the same log, table by
-  table (and ``scimledger replay --verify`` agrees, where that command exists).
+  table (and ``scimledger replay --verify`` agrees).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
-import subprocess
 import threading
 import time
 import uuid
@@ -37,7 +36,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.security.live import SCIMLEDGER, Client, Server, clean_env, patch, user_body
+from tests.processes import Client, Server, run_cli
+from tests.samples import patch_body, user_body
 
 pytestmark = pytest.mark.e2e
 
@@ -106,13 +106,13 @@ class Chaos:
                 if roll < 0.45:
                     outcome = Outcome(rid, "title", name, value=f"title-{rid}")
                     self._send(client, outcome, "PATCH", f"/Users/{user_id}",
-                               patch({"op": "Replace", "path": "title", "value": outcome.value}))
+                               patch_body({"op": "Replace", "path": "title", "value": outcome.value}))
                 elif roll < 0.9:
                     group = rng.choice(self.groups)
                     kind = "join" if roll < 0.7 else "leave"
                     operation = {"op": "Add", "path": "members", "value": [{"value": user_id}]} if kind == "join" \
                         else {"op": "Remove", "path": "members", "value": [{"value": user_id}]}
-                    self._send(client, Outcome(rid, kind, name, group=group), "PATCH", f"/Groups/{group}", patch(operation))
+                    self._send(client, Outcome(rid, kind, name, group=group), "PATCH", f"/Groups/{group}", patch_body(operation))
                 else:
                     self._send(client, Outcome(rid, "delete", name), "DELETE", f"/Users/{user_id}")
                     del users[name]  # whatever the answer, never act on it again
@@ -378,13 +378,9 @@ def check_rebuild(runtime, data: Path, scratch: Path, head: int) -> None:
         assert live[table] == rebuilt[table], f"directory table {table} differs from a fresh rebuild"
 
 
-def replay_verify(data: Path) -> bool | None:
-    """``scimledger replay --verify`` where it exists: True if it passed, None if absent."""
-    helped = subprocess.run([str(SCIMLEDGER), "replay", "--help"], capture_output=True, text=True, env=clean_env())
-    if helped.returncode != 0 or "--verify" not in helped.stdout:
-        return None
-    done = subprocess.run([str(SCIMLEDGER), "replay", "--verify", "--data", str(data)],
-                          capture_output=True, text=True, env=clean_env(), timeout=120)
+def replay_verify(data: Path) -> bool:
+    """``scimledger replay --verify``: the directory the server left equals a rebuild."""
+    done = run_cli("replay", "--verify", data=data, timeout=120)
     assert done.returncode == 0, (done.stdout, done.stderr)
     return True
 

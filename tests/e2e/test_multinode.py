@@ -17,27 +17,34 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import fresh_schema
-from tests.e2e.nodes import (
-    ERROR,
-    GROUP_SCHEMA,
-    PATCH_OP,
-    Node,
-    add_member,
-    by_user_name,
-    free_port,
-    new_user,
-    request,
-    run_cli,
-    scim,
-    scim_retrying,
-    unique,
-)
+from tests.processes import Server, free_port, request, run_cli
+from tests.samples import ERROR, GROUP_SCHEMA, PATCH_OP, add_member, by_user_name, unique, user_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+TOKEN = f"scim_multinode_{uuid.uuid4().hex}"
+
+
+def make_node(name: str, store: str, root: Path) -> Server:
+    """One ``scimledger serve`` of the cluster, data in ``root/name``. The per-token rate
+    limit is off: these tests drive the nodes harder than it allows."""
+    return Server(root / name, root / "logs", TOKEN, store=store, name=name, SCIMLEDGER_RATE_LIMIT="0")
+
+
+def scim_retrying(server: Server, method: str, path: str, body: dict | None = None, attempts: int = 10):
+    """As Entra does: a 503 (with Retry-After) is tried again, a bounded number of times."""
+    for _ in range(attempts):
+        status, headers, reply = server.scim(method, path, body)
+        if status != 503:
+            return status, headers, reply, _
+        assert reply["schemas"] == [ERROR] and headers.get("retry-after"), reply
+        time.sleep(0.05)
+    return status, headers, reply, attempts
 
 # -- fixtures -------------------------------------------------------------------------------
 
@@ -53,13 +60,13 @@ def shared_store(postgres_url):
 def nodes(shared_store, tmp_path_factory):
     """Three nodes, each with its own data directory, started at once on an empty schema."""
     root = tmp_path_factory.mktemp("multinode")
-    started = [Node(name, shared_store, root / name, root / "logs") for name in ("a", "b", "c")]
+    started = [make_node(name, shared_store, root) for name in ("a", "b", "c")]
     try:
         for node in started:
             node.start()
         for node in started:
-            node.wait_healthy()
             node.wait_ready()
+            node.wait_ready(path="/readyz")
         yield started
     finally:
         for node in started:
@@ -74,9 +81,9 @@ def test_the_same_userName_posted_on_every_node_at_once_is_created_exactly_once(
         name = unique("race")
         barrier = threading.Barrier(len(nodes))
 
-        def create(node: Node):
+        def create(node: Server):
             barrier.wait()
-            return scim(node, "POST", "/Users", new_user(name))
+            return node.scim("POST", "/Users", user_body(name))
 
         with ThreadPoolExecutor(len(nodes)) as pool:
             outcomes = list(pool.map(create, nodes))
@@ -86,18 +93,18 @@ def test_the_same_userName_posted_on_every_node_at_once_is_created_exactly_once(
             if status == 409:
                 assert reply["schemas"] == [ERROR] and reply["scimType"] == "uniqueness", reply
         for node in nodes:
-            _, _, listing = scim(node, "GET", by_user_name(name))
+            _, _, listing = node.scim("GET", by_user_name(name))
             assert listing["totalResults"] == 1, (node.name, listing)
 
 
 def test_concurrent_member_additions_spread_over_nodes_lose_no_member(nodes):
     members = []
     with ThreadPoolExecutor(6) as pool:
-        created = list(pool.map(lambda i: scim(nodes[i % 3], "POST", "/Users", new_user(unique(f"m{i}"))), range(30)))
+        created = list(pool.map(lambda i: nodes[i % 3].scim("POST", "/Users", user_body(unique(f"m{i}"))), range(30)))
     for status, _, reply in created:
         assert status == 201, reply
         members.append(reply["id"])
-    status, _, group = scim(nodes[0], "POST", "/Groups", {"schemas": [GROUP_SCHEMA], "displayName": unique("grp")})
+    status, _, group = nodes[0].scim("POST", "/Groups", {"schemas": [GROUP_SCHEMA], "displayName": unique("grp")})
     assert status == 201, group
 
     def add(i: int):
@@ -109,7 +116,7 @@ def test_concurrent_member_additions_spread_over_nodes_lose_no_member(nodes):
         assert status in (200, 204), reply
     print("503 answers retried:", sum(retries for *_, retries in outcomes))
     for node in nodes:
-        status, headers, final = scim(node, "GET", f"/Groups/{group['id']}")
+        status, headers, final = node.scim("GET", f"/Groups/{group['id']}")
         assert status == 200
         got = [m["value"] for m in final.get("members", [])]
         assert sorted(got) == sorted(members), f"node {node.name} lost {set(members) - set(got)}"
@@ -120,21 +127,21 @@ def test_concurrent_member_additions_spread_over_nodes_lose_no_member(nodes):
 
 def test_a_stale_if_match_on_one_node_after_a_change_on_another_is_412(nodes):
     a, b, c = nodes
-    status, headers, user = scim(a, "POST", "/Users", new_user(unique("etag")))
+    status, headers, user = a.scim("POST", "/Users", user_body(unique("etag")))
     assert status == 201
-    status, headers_b, _ = scim(b, "GET", f"/Users/{user['id']}")
+    status, headers_b, _ = b.scim("GET", f"/Users/{user['id']}")
     stale = headers_b["etag"]
     assert status == 200 and stale == 'W/"1"'
     rename = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "displayName", "value": "changed on A"}]}
-    status, headers_a, _ = scim(a, "PATCH", f"/Users/{user['id']}", rename, headers={"If-Match": stale})
+    status, headers_a, _ = a.scim("PATCH", f"/Users/{user['id']}", rename, headers={"If-Match": stale})
     assert status == 200 and headers_a["etag"] == 'W/"2"'
     again = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "displayName", "value": "changed on B"}]}
-    status, _, reply = scim(b, "PATCH", f"/Users/{user['id']}", again, headers={"If-Match": stale})
+    status, _, reply = b.scim("PATCH", f"/Users/{user['id']}", again, headers={"If-Match": stale})
     assert status == 412, reply
     assert reply["schemas"] == [ERROR] and reply["scimType"] == "invalidVers"
-    status, _, seen = scim(c, "GET", f"/Users/{user['id']}")
+    status, _, seen = c.scim("GET", f"/Users/{user['id']}")
     assert seen["displayName"] == "changed on A"
-    status, _, _ = scim(b, "PATCH", f"/Users/{user['id']}", again, headers={"If-Match": headers_a["etag"]})
+    status, _, _ = b.scim("PATCH", f"/Users/{user['id']}", again, headers={"If-Match": headers_a["etag"]})
     assert status == 200
 
 
@@ -142,14 +149,14 @@ def test_a_write_acknowledged_by_one_node_is_seen_by_the_next_read_on_another(no
     for i in range(24):
         writer, reader, other = nodes[i % 3], nodes[(i + 1) % 3], nodes[(i + 2) % 3]
         name = unique(f"ryw{i}")
-        status, headers, user = scim(writer, "POST", "/Users", new_user(name))
+        status, headers, user = writer.scim("POST", "/Users", user_body(name))
         assert status == 201
-        status, read_headers, seen = scim(reader, "GET", f"/Users/{user['id']}")
+        status, read_headers, seen = reader.scim("GET", f"/Users/{user['id']}")
         assert status == 200 and read_headers["etag"] == headers["etag"], (writer.name, reader.name)
         patch = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": False}]}
-        status, patched_headers, _ = scim(reader, "PATCH", f"/Users/{user['id']}", patch)
+        status, patched_headers, _ = reader.scim("PATCH", f"/Users/{user['id']}", patch)
         assert status == 200
-        status, _, listing = scim(other, "GET", by_user_name(name))
+        status, _, listing = other.scim("GET", by_user_name(name))
         assert listing["totalResults"] == 1 and listing["Resources"][0]["active"] is False, (reader.name, other.name)
         assert listing["Resources"][0]["meta"]["version"] == patched_headers["etag"]
 
@@ -162,16 +169,16 @@ def test_a_token_revoked_from_the_command_line_is_refused_by_every_node(nodes, s
     secret = created.stdout.strip()
     for node in nodes:
         for _ in range(3):  # new connections: both workers of each node
-            assert scim(node, "GET", "/Users?count=1", token=secret)[0] == 200
+            assert node.scim("GET", "/Users?count=1", token=secret)[0] == 200
     listing = run_cli("token", "list", store=shared_store, data=cli_data)
     token_id = next(line.split()[0] for line in listing.stdout.splitlines() if label in line)
     revoked = run_cli("token", "revoke", token_id, store=shared_store, data=cli_data)
     assert revoked.returncode == 0, revoked.stderr
     for node in nodes:
         for _ in range(3):
-            status, headers, reply = scim(node, "GET", "/Users?count=1", token=secret)
+            status, headers, reply = node.scim("GET", "/Users?count=1", token=secret)
             assert status == 401 and "revoked" in reply["detail"], (node.name, status, reply)
-    assert scim(nodes[0], "GET", "/Users?count=1")[0] == 200  # the bootstrap token still works
+    assert nodes[0].scim("GET", "/Users?count=1")[0] == 200  # the bootstrap token still works
 
 
 # -- a node joins -----------------------------------------------------------------------------
@@ -181,7 +188,7 @@ def test_a_new_node_builds_its_directory_from_the_log_before_it_says_ready(nodes
     from adapters.runtime import Runtime
     from domain.model import User
 
-    status, _, known = scim(nodes[0], "POST", "/Users", new_user(unique("known")))
+    status, _, known = nodes[0].scim("POST", "/Users", user_body(unique("known")))
     assert status == 201
     # A log long enough that building the directory takes a moment: 20,000 users of
     # another tenant, saved in batches straight through the ledger.
@@ -199,13 +206,13 @@ def test_a_new_node_builds_its_directory_from_the_log_before_it_says_ready(nodes
     finally:
         runtime.close()
 
-    joining = Node("d", shared_store, tmp_path / "d", tmp_path / "logs")
+    joining = make_node("d", shared_store, tmp_path)
     try:
-        joining.start().wait_healthy()
+        joining.start().wait_ready()
         answers = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            status, headers, body = request("GET", joining.base + "/readyz")
+            status, headers, body = request("GET", joining.base_url + "/readyz")
             answers.append((status, body))
             if status == 200:
                 break
@@ -217,7 +224,7 @@ def test_a_new_node_builds_its_directory_from_the_log_before_it_says_ready(nodes
         assert ready["position"] >= head, ready
         building = [body["detail"] for status, body in answers if status == 503]
         assert building and "building the directory" in building[0], answers[:3]
-        assert scim(joining, "GET", f"/Users/{known['id']}")[0] == 200
+        assert joining.scim("GET", f"/Users/{known['id']}")[0] == 200
         # ... and the bootstrap token was not issued again by the joining node.
         listing = run_cli("token", "list", store=shared_store, data=tmp_path / "cli")
         assert listing.stdout.count("bootstrap") == 1, listing.stdout

@@ -5,14 +5,6 @@ over real HTTP with only the standard library, the way Entra ID drives it
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,111 +12,10 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.http.test_entra_groups import ENTRA_GROUP
-from tests.http.test_entra_users import ENTERPRISE, ENTRA_CREATE, ERROR, patch_body
-from tests.processes import clean_env, free_port
+from tests.processes import REPO, Server, free_port, request, run_cli
+from tests.samples import ENTERPRISE, ENTRA_CREATE, ENTRA_GROUP, ERROR, LIST_RESPONSE, entra_user, patch_body
 
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[2]
-SCIMLEDGER = Path(sys.executable).with_name("scimledger")
-LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-SCIM_JSON = "application/scim+json; charset=utf-8"
-
-
-# -- processes ----------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """One server in its own process group, stdout and stderr kept in files under ``logs``."""
-
-    def __init__(self, command: list[str], port: int, env: dict, logs: Path, cwd: Path = REPO):
-        self.command, self.port, self.env, self.logs, self.cwd = command, port, env, logs, cwd
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-        logs.mkdir(parents=True, exist_ok=True)
-
-    @classmethod
-    def scimledger(cls, data: Path, logs: Path, token: str | None = None) -> ServerProcess:
-        port = free_port()
-        command = [str(SCIMLEDGER), "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)]
-        env = clean_env(SCIMLEDGER_BOOTSTRAP_TOKEN=token) if token else clean_env()
-        return cls(command, port, env, logs)
-
-    @property
-    def stdout_path(self) -> Path:
-        return self.logs / f"stdout.{self.starts}.log"
-
-    @property
-    def stderr_path(self) -> Path:
-        return self.logs / f"stderr.{self.starts}.log"
-
-    def start(self) -> ServerProcess:
-        assert self.process is None, "already running"
-        self.starts += 1
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(
-                self.command, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True,
-            )
-        return self
-
-    def wait_ready(self, timeout: float = 20) -> ServerProcess:
-        """Poll ``GET /healthz`` until it answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        self._fail(f"/healthz did not answer within {timeout} s")
-
-    def wait_for_output(self, *needles: str, timeout: float = 20) -> str:
-        """Poll the process's stdout until every needle has appeared; return the text."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.stdout_path.read_text(errors="replace")
-            if all(needle in text for needle in needles):
-                return text
-            self._check_alive()
-            time.sleep(0.1)
-        self._fail(f"stdout did not show {needles} within {timeout} s")
-
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM the process group, SIGKILL it if it is still there after ``timeout``."""
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # The arbiter may be gone while a worker lingers: make sure the group is empty.
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def _check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            self._fail(f"exited with {self.process.returncode}")
-
-    def _fail(self, why: str):
-        self.stop()
-        out = self.stdout_path.read_text(errors="replace")
-        err = self.stderr_path.read_text(errors="replace")
-        pytest.fail(f"{' '.join(self.command)}: {why}\n--- stdout\n{out}\n--- stderr\n{err[-4000:]}")
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -141,24 +32,14 @@ class Reply:
 
 
 class Scim:
-    """A bare SCIM client on urllib: paths are relative to the Tenant URL."""
+    """A bare SCIM client: paths are relative to the Tenant URL, each request on a new
+    connection (so gunicorn may hand it to either worker)."""
 
     def __init__(self, tenant_url: str, token: str):
         self.tenant_url, self.token = tenant_url, token
 
     def call(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> Reply:
-        headers = {"Authorization": f"Bearer {token or self.token}", "Accept": "application/scim+json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = SCIM_JSON
-        request = urllib.request.Request(self.tenant_url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return _reply(response.status, response.headers, response.read())
-        except urllib.error.HTTPError as error:
-            with error:
-                return _reply(error.code, error.headers, error.read())
+        return Reply(*request(method, self.tenant_url + path, body, token=token or self.token, timeout=10))
 
     def get(self, path: str, **kw) -> Reply:
         return self.call("GET", path, **kw)
@@ -182,10 +63,6 @@ class Scim:
         return self.ok("GET", f"/{resource}?{query}")
 
 
-def _reply(status: int, headers, raw: bytes) -> Reply:
-    return Reply(status, {k.lower(): v for k, v in headers.items()}, json.loads(raw) if raw else None)
-
-
 def assert_scim_error(reply: Reply, status: int) -> None:
     assert reply.status == status, (reply.status, reply.body)
     assert reply.header("content-type").startswith("application/scim+json")
@@ -196,16 +73,6 @@ def assert_scim_error(reply: Reply, status: int) -> None:
 def empty_list(reply: Reply) -> bool:
     return reply.status == 200 and reply.body == {
         "schemas": [LIST_RESPONSE], "totalResults": 0, "Resources": [], "startIndex": 1, "itemsPerPage": 0,
-    }
-
-
-def user_body(name: str) -> dict:
-    return {
-        **ENTRA_CREATE,
-        "userName": f"{name}@fabrikam.example",
-        "externalId": name,
-        "displayName": name.title(),
-        "emails": [{"primary": True, "type": "work", "value": f"{name}@fabrikam.example"}],
     }
 
 
@@ -228,7 +95,7 @@ def snapshot(scim: Scim) -> dict:
 
 def provision_sample(scim: Scim) -> dict:
     """Three users (one patched twice, one disabled) and a group holding two of them."""
-    ids = {name: scim.ok("POST", "/Users", user_body(name), status=201)["id"] for name in ("ann", "bo", "cy")}
+    ids = {name: scim.ok("POST", "/Users", entra_user(name), status=201)["id"] for name in ("ann", "bo", "cy")}
     scim.ok("PATCH", f"/Users/{ids['ann']}", patch_body({"op": "Replace", "path": "title", "value": "Lead"}))
     scim.ok("PATCH", f"/Users/{ids['ann']}", patch_body({"op": "Add", "path": "nickName", "value": "Annie"}))
     scim.ok("PATCH", f"/Users/{ids['cy']}", patch_body({"op": "Replace", "path": "active", "value": "False"}))
@@ -253,7 +120,7 @@ def data(tmp_path) -> Path:
 
 @pytest.fixture
 def server(tmp_path, data, token):
-    process = ServerProcess.scimledger(data, tmp_path / "logs", token)
+    process = Server(data, tmp_path / "logs", token)
     try:
         yield process.start().wait_ready()
     finally:
@@ -262,7 +129,7 @@ def server(tmp_path, data, token):
 
 @pytest.fixture
 def scim(server, token) -> Scim:
-    return Scim(server.base_url + "/scim/v2", token)
+    return Scim(server.tenant_url, token)
 
 
 # -- a. the Entra lifecycle ---------------------------------------------------------------
@@ -327,8 +194,8 @@ def test_entra_lifecycle_over_http(scim):
     assert listed["totalResults"] == 1 and listed["Resources"][0]["active"] is False
 
     # Group: create (no members), add three members in one op, remove one, delete another user.
-    bo = scim.ok("POST", "/Users", user_body("bo"), status=201)["id"]
-    cy = scim.ok("POST", "/Users", user_body("cy"), status=201)["id"]
+    bo = scim.ok("POST", "/Users", entra_user("bo"), status=201)["id"]
+    cy = scim.ok("POST", "/Users", entra_user("cy"), status=201)["id"]
     group = scim.ok("POST", "/Groups", ENTRA_GROUP, status=201)
     assert group["displayName"] == "Finance Analysts" and group.get("members", []) == []
     found = scim.find("Groups", 'displayName eq "finance analysts"', excludedAttributes="members")
@@ -388,10 +255,7 @@ def test_deleting_the_directory_rebuilds_it_identically(server, scim, data):
 
 
 def cli(*args: str) -> str:
-    done = subprocess.run(
-        [str(SCIMLEDGER), *args], env=clean_env(), cwd=REPO, stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=30,
-    )
+    done = run_cli(*args, timeout=30)
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     return done.stdout
 
@@ -432,7 +296,7 @@ def test_scripts_serve_prints_a_working_tenant_url_and_token(tmp_path):
     port = free_port()
     command = [str(REPO / "scripts" / "serve"), "--port", str(port), "--data", str(tmp_path / "data")]
     # Run from elsewhere: the script finds the repo from its own path.
-    server = ServerProcess(command, port, clean_env(), tmp_path / "logs", cwd=tmp_path)
+    server = Server(None, tmp_path / "logs", command=command, port=port, cwd=tmp_path, name="scripts-serve")
     try:
         # Allow for a first-time `pip install` by the script before the server prints.
         text = server.start().wait_for_output("Tenant URL:", "Secret Token:", timeout=120)

@@ -13,8 +13,8 @@ from adapters.http.app import create_app
 from adapters.cli.main import issue_token, main
 from adapters.cli.audit import directory_lines
 from projections.directory import utc_text
-from tests.conftest import ScimClient
-from tests.http.test_entra_users import ENTRA_CREATE, assert_scim_error, patch_body
+from tests.conftest import ScimClient, assert_scim_error
+from tests.samples import ENTRA_CREATE, patch_body
 
 AVA = ENTRA_CREATE["userName"]
 

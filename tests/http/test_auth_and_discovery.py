@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.cli.main import issue_token
-from tests.conftest import ScimClient
-from tests.http.test_entra_users import ENTRA_CREATE, assert_scim_error
+from tests.conftest import ScimClient, assert_scim_error
+from tests.samples import ENTRA_CREATE
 
 ROUTES = [
     ("GET", "/Users"),

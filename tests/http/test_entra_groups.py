@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from tests.http.test_entra_users import ENTRA_CREATE, assert_scim_error, patch_body
-
-ENTRA_GROUP = {
-    "schemas": [
-        "urn:ietf:params:scim:schemas:core:2.0:Group",
-        "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group",
-    ],
-    "externalId": "5a0b6c1e-0d55-4a51-9c3c-7e1d9b3f2a44",
-    "displayName": "Finance Analysts",
-    "meta": {"resourceType": "Group"},
-}
+from tests.conftest import assert_scim_error
+from tests.samples import ENTRA_CREATE, ENTRA_GROUP, patch_body
 
 
 def new_user(client, n: int) -> str:

@@ -4,28 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
-
-ENTRA_CREATE = {
-    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
-    "externalId": "ava.lind",
-    "userName": "ava.lind@fabrikam.example",
-    "active": True,
-    "displayName": "Ava Lind",
-    "title": "Analyst",
-    "emails": [{"primary": True, "type": "work", "value": "ava.lind@fabrikam.example"}],
-    "phoneNumbers": [{"type": "mobile", "value": "+46 70 000 0000"}],
-    "addresses": [{"type": "work", "formatted": "Building 4", "locality": "Lund", "country": "SE"}],
-    "meta": {"resourceType": "User"},
-    "name": {"formatted": "Ava Lind", "familyName": "Lind", "givenName": "Ava"},
-    ENTERPRISE: {"employeeNumber": "10442", "department": "Finance"},
-    "roles": [],
-}
-
-
-def patch_body(*operations):
-    return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": list(operations)}
+from tests.conftest import assert_scim_error
+from tests.samples import ENTERPRISE, ENTRA_CREATE, ERROR, patch_body
 
 
 def create(client, **overrides):
@@ -33,17 +13,6 @@ def create(client, **overrides):
     response = client.post("/Users", json=body)
     assert response.status_code == 201, response.text
     return response.json
-
-
-def assert_scim_error(response, status: int, scim_type: str | None = None):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/scim+json")
-    body = response.json
-    assert body["schemas"] == [ERROR]
-    assert body["status"] == str(status)
-    assert body["detail"]
-    if scim_type:
-        assert body["scimType"] == scim_type
 
 
 def test_test_connection_probe_gets_an_empty_list(client):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.http.test_entra_users import assert_scim_error
+from tests.conftest import assert_scim_error
 
 BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 

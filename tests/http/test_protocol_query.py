@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.http.test_entra_users import ENTERPRISE, assert_scim_error, patch_body
+from tests.conftest import assert_scim_error
+from tests.samples import ENTERPRISE, patch_body
 
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 

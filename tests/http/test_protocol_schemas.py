@@ -10,8 +10,8 @@ import pytest
 from adapters.http.app import collapse_slashes, create_app
 from adapters.cli.main import issue_token
 from adapters.runtime import Runtime
-from tests.conftest import ScimClient
-from tests.http.test_entra_users import ENTERPRISE, assert_scim_error, patch_body
+from tests.conftest import ScimClient, assert_scim_error
+from tests.samples import ENTERPRISE, patch_body
 
 CUSTOM = "urn:ietf:params:scim:schemas:extension:Contoso:2.0:User"
 CUSTOM_SCHEMA = {

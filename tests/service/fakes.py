@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from domain.service import Ledger, StaleRead
+from domain.ports import StaleRead
+from domain.service import Ledger
 
 IN_MEMORY = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 CAUSE = {"tenant": "default", "actor": "token-1", "actor_label": "entra", "request_id": "req-1"}

@@ -5,7 +5,7 @@ import pytest
 from domain.attributes import missing_required, normalize, parse_members
 from domain.errors import InvalidSyntax, InvalidValue
 from domain.schemas import ENTERPRISE_USER, GROUP, USER
-from tests.http.test_entra_users import ENTRA_CREATE
+from tests.samples import ENTRA_CREATE
 
 ENTERPRISE = ENTERPRISE_USER
 

@@ -11,7 +11,9 @@ from adapters.http import ratelimit
 from adapters.http.app import collapse_slashes, create_app
 from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
-from tests.security.conftest import scim_error
+from tests.http.probes import scim_error
+
+pytestmark = pytest.mark.security
 
 
 @pytest.fixture

@@ -6,25 +6,13 @@ asserts a timing.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.processes import run_script
+
 pytestmark = pytest.mark.e2e  # starts real scimledger/gunicorn processes
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_script(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIMLEDGER_")}
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / name), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )
 
 
 def test_bench_replays_an_entra_cycle_against_a_server_it_starts(tmp_path):
@@ -80,3 +68,10 @@ def test_bench_scale_builds_replays_serves_and_measures(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "replayed " in again.stdout and re.search(r"^overall: \d+ ops, 0 errors$", again.stdout, re.M)
     assert not list(data.glob("replay-check*"))
+
+
+def test_bench_replay_runs_at_a_tiny_size(tmp_path):
+    done = run_script("bench_replay", "--events", "2000", "--data", str(tmp_path / "bench"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "replay directory" in done.stdout and "replay audit" in done.stdout and "events/s" in done.stdout
+    assert "history of" in done.stdout

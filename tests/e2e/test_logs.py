@@ -8,21 +8,20 @@ request; and /metrics adds up the counters of both workers (multiprocess mode).
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
 from adapters.store.tokens import hash_secret
-from tests.security.live import SCIMLEDGER, Client, Server, clean_env, patch, user_body
+from tests.processes import Client, Server, run_cli
+from tests.samples import patch_body, user_body
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.security]
 
 
 def cli(data: Path, *args: str) -> str:
-    done = subprocess.run([str(SCIMLEDGER), *args, "--data", str(data)], capture_output=True, text=True,
-                          env=clean_env(), timeout=60)
+    done = run_cli(*args, data=data)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -46,8 +45,8 @@ def test_no_secret_reaches_any_log_or_file_and_every_log_line_is_json(tmp_path):
                                  headers={"X-Request-Id": f"logtest-{n}"})["id"])
             requests += 1
         group = client.ok("POST", "/Groups", {"displayName": "Logged", "members": [{"value": ids[0]}]}, status=201)["id"]
-        client.ok("PATCH", f"/Users/{ids[1]}", patch({"op": "replace", "path": "title", "value": "T"}))
-        client.ok("PATCH", f"/Groups/{group}", patch({"op": "add", "path": "members", "value": [{"value": ids[2]}]}), status=(200, 204))
+        client.ok("PATCH", f"/Users/{ids[1]}", patch_body({"op": "replace", "path": "title", "value": "T"}))
+        client.ok("PATCH", f"/Groups/{group}", patch_body({"op": "add", "path": "members", "value": [{"value": ids[2]}]}), status=(200, 204))
         client.ok("DELETE", f"/Users/{ids[3]}", status=204)
         client.ok("GET", "/Users?filter=" + "userName%20eq%20%22log0%40example.org%22")
         assert client.call("GET", f"/Users/{uuid.uuid4()}").status == 404
@@ -111,7 +110,7 @@ def test_no_secret_reaches_any_log_or_file_and_every_log_line_is_json(tmp_path):
     # What the store keeps instead: the hash.
     assert hash_secret(bootstrap).encode() in b"".join(v for p, v in texts.items() if "events" in p.name)
 
-    lines = [line for path in server.log_files() if path.name.startswith("stderr") for line in path.read_text().splitlines()]
+    lines = [line for path in server.log_files() if ".stderr." in path.name for line in path.read_text().splitlines()]
     parsed = [json.loads(line) for line in lines]  # every line is JSON
     access = [entry for entry in parsed if entry["logger"] == "scimledger.access" and entry["route"] != "/healthz"]
     assert len(access) == requests, (len(access), requests)

@@ -1,4 +1,5 @@
-"""Fixtures and helpers shared by the issue-7 tests (reliability and security).
+"""What the security probes over falcon's test client share (credentials, hostile input,
+tenant isolation, rate limits, unavailability); their fixtures are in conftest.py.
 
 ``routes(app)`` lists every route the app serves (falcon's own inspection), so the
 hostile-input and tenant-isolation tests cover routes added after they were written.
@@ -11,11 +12,7 @@ from dataclasses import dataclass
 
 import falcon
 import falcon.inspect
-import pytest
 
-from adapters.http import ratelimit
-
-from adapters.http.app import collapse_slashes, create_app
 from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
 
@@ -75,40 +72,9 @@ class Tenant:
     audit: ScimClient
 
 
-@pytest.fixture
-def sqlite_app(sqlite_runtime):
-    return collapse_slashes(create_app(sqlite_runtime))
-
-
-@pytest.fixture
-def sqlite_client(sqlite_runtime, sqlite_app) -> ScimClient:
-    return ScimClient(sqlite_app, issue_token(sqlite_runtime, "default", "scim", "entra"))
-
-
-@pytest.fixture
-def raw_app(runtime):
-    """The falcon app itself (for its routes); ``app`` is the same app behind collapse_slashes."""
-    return create_app(runtime)
-
-
 def tenant(runtime, app, name: str) -> Tenant:
     return Tenant(
         name,
         ScimClient(app, issue_token(runtime, name, "scim", f"{name} provisioning")),
         ScimClient(app, issue_token(runtime, name, "audit", f"{name} audit"), base=""),
     )
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """The rate limiters' clock, moved by hand."""
-
-    class Clock:
-        t = 1000.0
-
-        def __call__(self):
-            return self.t
-
-    fake = Clock()
-    monkeypatch.setattr(ratelimit, "now", fake)
-    return fake

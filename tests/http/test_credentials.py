@@ -2,7 +2,7 @@
 shown once, revocable, expiring, scoped on every route, never echoed; repeated failed
 authentication from one address is slowed (429 + Retry-After).
 
-The "never in any log" half is tests/security/test_logs_e2e.py (a full server run).
+The "never in any log" half is tests/e2e/test_logs.py (a full server run).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import base64
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from adapters.http import auth, ratelimit
 from adapters.store import tokens
 from adapters.http.app import collapse_slashes, create_app
@@ -18,7 +20,9 @@ from adapters.cli.main import issue_token
 from adapters.store.tokens import hash_secret, new_secret
 from projections.directory import utc_text
 from tests.conftest import ScimClient
-from tests.security.conftest import OPEN_ROUTES, routes, scim_error
+from tests.http.probes import OPEN_ROUTES, routes, scim_error
+
+pytestmark = pytest.mark.security
 
 
 def test_secrets_carry_at_least_256_random_bits_and_never_repeat():

@@ -23,7 +23,9 @@ from domain.attributes import normalize, parse_members
 from domain.errors import ScimError
 from domain.schemas import ENTERPRISE_USER, GROUP, USER
 from domain.selection import parse_attribute_list, select
-from tests.security.conftest import scim_error
+from tests.http.probes import scim_error
+
+pytestmark = pytest.mark.security
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 NAMES = ["userName", "USERNAME", "emails", "name", "name.givenName", "active", "title", "displayName", "members",

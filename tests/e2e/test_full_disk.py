@@ -1,18 +1,18 @@
-"""A data directory that cannot be written (read-only, full) answers 503 with a SCIM error
-and ``Retry-After``, applies nothing, and corrupts nothing: once it can be written again,
-everything works and the directory equals a fresh rebuild (issue 7).
+"""A data directory that cannot be written (full, then read-only) over real HTTP
+(issue 7): ``scimledger serve`` on a tiny tmpfs, first filled to the last byte (ENOSPC)
+while it runs, then (after a hard stop: Linux will not remount read-only under open
+files) started on the tmpfs remounted read-only. Writes answer 503 with a SCIM error and
+``Retry-After``, apply nothing and corrupt nothing: once the disk can be written again,
+everything works and the directory equals a fresh rebuild. This test found workers
+dying of SIGBUS on a full disk (prometheus-client's sparse mmap files), fixed in
+adapters/http/observability.py. The same in-process: tests/http/test_unavailable.py.
 
-* In-process, always: the event store opened through a real read-only SQLite connection
-  (``mode=ro``), exactly what SQLite does when it cannot open the file for writing.
-* Over HTTP, where this machine lets root mount (CI does): ``scimledger serve`` on a
-  tiny tmpfs, first filled to the last byte (ENOSPC) while it runs, then (after a hard
-  stop: Linux will not remount read-only under open files) started on the tmpfs
-  remounted read-only. This test found workers dying of SIGBUS on a full disk
-  (prometheus-client's sparse mmap files), fixed in adapters/observability.py.
+Needs root with CAP_SYS_ADMIN to mount (CI has it): skipped elsewhere, failed under CI.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import time
@@ -21,76 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.http.app import collapse_slashes, create_app
-from adapters.cli.main import issue_token
-from adapters.store.config import store_env
-from domain.service import Ledger
-from tests.conftest import ScimClient
-from tests.security.conftest import scim_error
-from tests.security.live import Client, Server, can_mount_tmpfs, user_body
+from tests.conftest import skip_or_fail
+from tests.e2e.test_crash import check_rebuild, read_log
+from tests.processes import Client, Server, can_mount_tmpfs
+from tests.samples import PATCH_OP, user_body
 
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-
-
-def read_only_ledger(runtime) -> Ledger:
-    """The same SQLite event store, opened through read-only connections."""
-    env = store_env(runtime.data, None)
-    env["SQLITE_DBNAME"] = f"file:{env['SQLITE_DBNAME']}?mode=ro"
-    env["CREATE_TABLE"] = "n"
-    return Ledger(env=env, facts=runtime.directory, schemas=runtime.ledger.schemas)
-
-
-def test_a_read_only_event_store_answers_503_and_applies_nothing(sqlite_runtime):
-    token = issue_token(sqlite_runtime, "default", "scim", "entra")
-    writable = ScimClient(collapse_slashes(create_app(sqlite_runtime)), token)
-    user = writable.post("/Users", json={"userName": "ro@x", "emails": [{"value": "ro@x"}]}).json
-    group = writable.post("/Groups", json={"displayName": "RO", "members": [{"value": user["id"]}]}).json
-    head = sqlite_runtime.ledger.recorder.max_notification_id()
-
-    ledger, sqlite_runtime.ledger = sqlite_runtime.ledger, read_only_ledger(sqlite_runtime)
-    try:
-        client = ScimClient(collapse_slashes(create_app(sqlite_runtime)), token)
-        writes = [
-            ("POST", "/Users", {"userName": "new@x", "emails": [{"value": "new@x"}]}),
-            ("PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),
-            ("PUT", f"/Users/{user['id']}", {"userName": "ro@x", "emails": [{"value": "ro@x"}], "title": "y"}),
-            ("DELETE", f"/Users/{user['id']}", None),
-            ("POST", "/Groups", {"displayName": "New"}),
-            ("PATCH", f"/Groups/{group['id']}", {"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members"}]}),
-            ("DELETE", f"/Groups/{group['id']}", None),
-        ]
-        for method, path, body in writes:
-            response = client.scim(method, path, json=body) if body is not None else client.scim(method, path)
-            scim_error(response, 503)
-            assert response.headers["retry-after"].isdigit()
-            assert "may not have been applied" in response.json["detail"]
-        # Reads still work.
-        assert client.get(f"/Users/{user['id']}").json["userName"] == "ro@x"
-        assert client.get("/Users").json["totalResults"] == 1
-    finally:
-        sqlite_runtime.ledger.close()
-        sqlite_runtime.ledger = ledger
-    assert sqlite_runtime.ledger.recorder.max_notification_id() == head
-    # Writable again: it works, and nothing was half-applied.
-    assert writable.post("/Users", json={"userName": "after@x", "emails": [{"value": "after@x"}]}).status_code == 201
-    assert [m["value"] for m in writable.get(f"/Groups/{group['id']}").json["members"]] == [user["id"]]
-
-
-def test_store_errors_map_to_503_and_bugs_to_500():
-    from eventsourcing.persistence import OperationalError as ESOperationalError
-
-    from adapters.http.errors import store_unavailable
-
-    assert store_unavailable(sqlite3.OperationalError("database or disk is full"))
-    assert store_unavailable(sqlite3.OperationalError("attempt to write a readonly database"))
-    assert store_unavailable(ESOperationalError("disk I/O error"))
-    assert store_unavailable(OSError(28, "No space left on device"))
-    assert store_unavailable(OSError(30, "Read-only file system"))
-    wrapped = RuntimeError("while saving")
-    wrapped.__cause__ = sqlite3.OperationalError("database or disk is full")
-    assert store_unavailable(wrapped)
-    assert not store_unavailable(KeyError("bug"))
-    assert not store_unavailable(sqlite3.IntegrityError("UNIQUE constraint failed"))
+pytestmark = [pytest.mark.e2e, pytest.mark.security]
 
 
 # -- over HTTP on a tiny tmpfs --------------------------------------------------------------
@@ -99,7 +35,7 @@ def test_store_errors_map_to_503_and_bugs_to_500():
 @pytest.fixture
 def tiny_disk(tmp_path):
     if not can_mount_tmpfs():
-        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN); the in-process test still ran")
+        skip_or_fail("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
     mount = tmp_path / "disk"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
@@ -111,8 +47,6 @@ def tiny_disk(tmp_path):
 
 def fill(disk: Path) -> Path:
     """Write a file until the disk has not one byte left."""
-    import os
-
     filler = disk / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
@@ -138,7 +72,6 @@ def remount(disk: Path, mode: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.e2e
 def test_a_full_then_read_only_data_directory_over_http(tiny_disk, tmp_path):
     token = f"disk-{uuid.uuid4().hex}"
     server = Server(tiny_disk / "data", tmp_path / "logs", token, workers=1, threads=2)
@@ -200,8 +133,6 @@ def test_a_full_then_read_only_data_directory_over_http(tiny_disk, tmp_path):
     logs = "".join(p.read_text(errors="replace") for p in server.log_files())
     assert '"status":500' not in logs and "Traceback" not in logs
     # The store is sound and the directory equals a fresh rebuild.
-    from tests.e2e.test_crash import check_rebuild, read_log
-
     for name in ("events.sqlite3", "directory.sqlite3"):
         conn = sqlite3.connect(tiny_disk / "data" / name)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

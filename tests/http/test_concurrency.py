@@ -1,6 +1,7 @@
 """Concurrency (issue 7): parallel PATCHes to one user and one group, from many threads
-through falcon's test client (SQLite and PostgreSQL) and over real HTTP against
-``scimledger serve`` with two worker processes.
+through falcon's test client (SQLite and PostgreSQL); tests/e2e/test_concurrency.py does
+the same over real HTTP against ``scimledger serve`` with two worker processes, with the
+plan and the check defined here.
 
 Every request carries its own X-Request-Id and every event records it, so the log gives
 the order in which the acknowledged requests took effect. The check: that order is a
@@ -24,9 +25,10 @@ import pytest
 
 from domain.patch import apply_patch
 from domain.schemas import USER
-from tests.security.live import Client, Server
+from tests.samples import PATCH_OP
 
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+pytestmark = pytest.mark.security
+
 THREADS = 8
 PER_THREAD = 12
 
@@ -153,49 +155,3 @@ def test_many_threads_adding_the_same_member_add_it_once(client, runtime):
     assert len(added) == 1
     assert [m["value"] for m in client.get(f"/Groups/{group}").json["members"]] == [member]
     assert runtime.directory.member_count(group) == 1
-
-
-@pytest.mark.e2e
-def test_parallel_patches_over_http_to_two_workers_equal_a_serial_history(tmp_path):
-    token = f"conc-{uuid.uuid4().hex}"
-    server = Server(tmp_path / "data", tmp_path / "logs", token, workers=2, threads=4, SCIMLEDGER_RATE_LIMIT="0")
-    try:
-        server.start().wait_ready()
-        setup = Client(server.base_url, token)
-        members = [setup.ok("POST", "/Users", {"userName": f"m{i}@x", "emails": [{"value": f"m{i}@x"}]}, status=201)["id"]
-                   for i in range(2 * THREADS)]
-        user = setup.ok("POST", "/Users", {"userName": "hot@x", "emails": [{"value": "hot@x", "type": "work"}]}, status=201)
-        group = setup.ok("POST", "/Groups", {"displayName": "Hot Group"}, status=201)
-        rng = random.Random(11)
-        plans = [plan(t, members, random.Random(rng.random())) for t in range(THREADS)]
-        barrier = threading.Barrier(THREADS)
-
-        def run(requests: list[Sent]) -> None:
-            http = Client(server.base_url, token)
-            barrier.wait()
-            for sent in requests:
-                path = f"/Users/{user['id']}" if sent.target == "user" else f"/Groups/{group['id']}"
-                reply = http.call("PATCH", path, {"schemas": [PATCH_OP], "Operations": sent.operations},
-                                  headers={"X-Request-Id": sent.rid})
-                sent.status = reply.status if reply else None
-            http.close()
-
-        with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(run, plans))
-        final_user = setup.ok("GET", f"/Users/{user['id']}")
-        final_members = [m["value"] for m in setup.ok("GET", f"/Groups/{group['id']}").get("members", [])]
-        setup.close()
-    finally:
-        server.stop()
-    from adapters.runtime import Runtime
-
-    runtime = Runtime(tmp_path / "data")
-    try:
-        events = events_of(runtime, user["id"])
-        initial = events[0][2]["attributes"]
-        figures = check_serial_history(runtime, [s for p in plans for s in p], user["id"], group["id"], initial,
-                                       final_user, final_members)
-    finally:
-        runtime.close()
-    print(f"\nconcurrency over HTTP: {figures}")
-    assert figures["acknowledged"] >= 0.9 * figures["requests"], figures

@@ -5,8 +5,9 @@ has, tenant A asks once with one of B's ids and once with an id that exists nowh
 two answers must be the same (status, SCIM error body with the id masked, headers that
 matter), and nothing may be written. The routes come from the app itself, so a route
 added later is probed too; endpoints taking ids in a body or query (.search, Bulk,
-audit queries, member references, filters, cursors) have their own probes below, each
-skipped only while its endpoint does not exist.
+audit queries, member references, filters, cursors) have their own probes below. A
+probe whose target is missing (no .search, no Bulk, no cursor handed out, a filter
+refused) fails: it would otherwise pass having probed nothing.
 
 Then a sweep: none of B's names ever appears in anything A received.
 """
@@ -21,7 +22,9 @@ import orjson
 import pytest
 
 from adapters.http.app import collapse_slashes
-from tests.security.conftest import BODY_METHODS, OPEN_ROUTES, Tenant, routes, tenant
+from tests.http.probes import BODY_METHODS, OPEN_ROUTES, Tenant, routes, tenant
+
+pytestmark = pytest.mark.security
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
@@ -152,15 +155,13 @@ def test_lists_filters_sorting_and_paging_show_only_the_callers_tenant(world):
               "group": world.b_group, "group_name": SECRETS[2]}
     for kind, text in FILTERS:
         response = world.as_a("GET", f"/scim/v2/{kind}", params={"filter": text.format(**values)})
-        if response.status_code == 400:  # a filter the server does not support: same for everyone
-            continue
+        assert response.status_code == 200, (kind, text, response.text[:300])
         assert response.json["totalResults"] == 0 and response.json["Resources"] == [], (kind, text)
     for kind, mine in (("Users", {world.a_user}), ("Groups", {world.a_group})):
         for sort_by in ("id", "userName" if kind == "Users" else "displayName", "meta.created", "meta.lastModified", "externalId"):
             for order in ("ascending", "descending"):
                 response = world.as_a("GET", f"/scim/v2/{kind}", params={"sortBy": sort_by, "sortOrder": order, "count": "1000"})
-                if response.status_code == 400:
-                    continue
+                assert response.status_code == 200, (kind, sort_by, order, response.text[:300])
                 assert {r["id"] for r in response.json["Resources"]} == mine
                 assert response.json["totalResults"] == len(mine)
         for start, count in (("1", "0"), ("2", "10"), ("999999", "5")):
@@ -172,12 +173,14 @@ def test_another_tenants_cursor_is_just_an_invalid_cursor(world):
     """RFC 9865 cursors: one of B's, presented by A, answers as a forged one does and
     shows A nothing (on every listing that hands out cursors)."""
     listings = [("/scim/v2/Users", "cursor&count=1"), ("/scim/v2/Groups", "cursor&count=1")]
+    # A second group of B's, so that its group listing has a next page too.
+    assert world.b.scim.post("/Groups", json={"displayName": "Beta Other Group"}).status_code == 201
     tried = 0
     for path, query in listings:
         first = world.b.scim.simulate_get(path, query_string=query)
-        cursor = first.json.get("nextCursor") if first.status_code == 200 else None
-        if not cursor:
-            continue
+        assert first.status_code == 200, (path, first.text[:300])
+        cursor = first.json.get("nextCursor")
+        assert cursor, f"{path} handed out no cursor to probe with: {first.text[:300]}"
         body, _, mac = cursor.partition(".")
         forged = f"{body}.{'A' * len(mac)}"
         theirs = world.as_a("GET", path, query_string=f"cursor={cursor}&count=1")
@@ -185,8 +188,7 @@ def test_another_tenants_cursor_is_just_an_invalid_cursor(world):
         assert masked(theirs) == masked(none), (theirs.text, none.text)
         assert theirs.status_code == 400 or not any(b in theirs.text for b in world.b_ids)
         tried += 1
-    if not tried:
-        pytest.skip("no listing hands out cursors")
+    assert tried == len(listings)
 
 
 def test_uniqueness_in_one_tenant_does_not_reveal_the_other(world):
@@ -231,22 +233,22 @@ def test_member_and_manager_references_to_b_are_unknown_ids(world):
     assert [m["value"] for m in world.b.scim.get(f"/Groups/{world.b_group}").json["members"]] == [world.b_user]
 
 
-def test_search_endpoint_if_present(world):
+def test_search_endpoints_show_only_the_callers_tenant(world):
     searches = [r for r in world.routes if r.template.endswith("/.search")]
-    if not searches:
-        pytest.skip("no .search endpoint yet")
+    assert searches, "no .search endpoint to probe"
     for route in searches:
         path = route.fill(**{"*": world.a_user})
         same_answer(world, "POST", lambda _, p=path: p, json=lambda rid: {"schemas": [SEARCH_REQUEST], "filter": f'id eq "{rid}"'})
-        response = world.as_a("POST", path, json={"schemas": [SEARCH_REQUEST], "filter": 'userName sw "beta"'})
-        if response.status_code == 200:
-            assert response.json["totalResults"] == 0
+        # B's names, by a prefix: userName for users (and the server root), displayName for groups.
+        prefix = 'displayName sw "Beta"' if route.template.endswith("/Groups/.search") else 'userName sw "beta"'
+        response = world.as_a("POST", path, json={"schemas": [SEARCH_REQUEST], "filter": prefix})
+        assert response.status_code == 200, (path, response.text[:300])
+        assert response.json["totalResults"] == 0, (path, response.text[:300])
 
 
-def test_bulk_endpoint_if_present(world):
+def test_bulk_endpoints_answer_b_ids_like_unknown_ids(world):
     bulks = [r for r in world.routes if r.template.endswith("/Bulk")]
-    if not bulks:
-        pytest.skip("no Bulk endpoint yet")
+    assert bulks, "no Bulk endpoint to probe"
     before = world.head()
     for route in bulks:
         def body(rid):
@@ -262,8 +264,7 @@ def test_bulk_endpoint_if_present(world):
 
 
 def test_audit_queries_show_only_the_callers_tenant(world):
-    if not any(r.audit for r in world.routes):
-        pytest.skip("no audit endpoints yet")
+    assert any(r.audit for r in world.routes), "no audit endpoint to probe"
     everything = world.as_a("GET", "/audit/v1/events", params={"count": "1000"})
     assert everything.status_code == 200
     text = everything.text
@@ -282,8 +283,8 @@ def test_audit_queries_show_only_the_callers_tenant(world):
     for position in range(0, world.head() + 1):
         cursor = base64.urlsafe_b64encode(f"a1:{position}".encode()).decode().rstrip("=")
         response = world.as_a("GET", "/audit/v1/events", params={"cursor": cursor})
-        if response.status_code == 200:
-            assert not any(b_id in response.text for b_id in world.b_ids)
+        assert response.status_code == 200, (position, response.text[:300])
+        assert not any(b_id in response.text for b_id in world.b_ids)
     # Each tenant's audit token reads its own tenant only, never the other's resources.
     same_answer(world, "GET", lambda rid: f"/audit/v1/Users/{rid}/history")
     same_answer(world, "GET", lambda rid: f"/audit/v1/Groups/{rid}", params={"asOf": "2999-01-01T00:00:00Z"})

@@ -4,7 +4,7 @@
 Two runs: the SCIM API with a provisioning token, the audit API (and the open routes)
 with an audit token. ``/Me`` is left out: RFC 7644 §3.11 asks a server without it to
 answer 501, which is what it does. The limits are off for this server (both would turn
-the fuzzer's traffic into 429s); tests/security/test_rate_limits.py covers them.
+the fuzzer's traffic into 429s); tests/http/test_rate_limits.py covers them.
 
 ``SCIMLEDGER_FUZZ_EXAMPLES`` (default 8) sets schemathesis' ``--max-examples``.
 """
@@ -23,9 +23,9 @@ import pytest
 
 from adapters.cli.main import issue_token
 from adapters.runtime import Runtime
-from tests.security.live import Server, clean_env
+from tests.processes import Server, clean_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.security]
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 EXAMPLES = os.environ.get("SCIMLEDGER_FUZZ_EXAMPLES", "8")

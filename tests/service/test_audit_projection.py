@@ -13,8 +13,8 @@ from adapters.http.app import create_app
 from adapters.cli.main import issue_token, main
 from projections.audit import ERASED, Query, event_types, parse_time
 from projections.replay import rebuild, verify
-from tests.conftest import ScimClient
-from tests.http.test_entra_users import ENTERPRISE, ENTRA_CREATE, assert_scim_error, patch_body
+from tests.conftest import ScimClient, assert_scim_error
+from tests.samples import ENTERPRISE, ENTRA_CREATE, patch_body
 
 CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1",
          "method": "PATCH", "path": "/scim/v2/Users/x", "client": "10.1.2.3", "user_agent": "Entra"}

@@ -4,7 +4,7 @@ query strings) and Prometheus metrics at /metrics (requests by route and status,
 histograms, events appended, projection lag, version-conflict retries).
 
 The multi-worker (multiprocess) side of /metrics is checked on a real server in
-tests/security/test_logs_e2e.py.
+tests/e2e/test_logs.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from eventsourcing.persistence import IntegrityError
 
 from adapters.http import observability
 from adapters.http.logs import JsonFormatter
+
+pytestmark = pytest.mark.security
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 

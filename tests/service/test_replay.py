@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,10 +16,7 @@ from adapters.runtime import Runtime
 from projections import directory as directory_module
 from projections.replay import checksum, exclusive, rebuild, verify
 from tests.conftest import ScimClient
-from tests.http.test_entra_users import ENTRA_CREATE
-
-REPO = Path(__file__).resolve().parents[2]
-
+from tests.samples import ENTRA_CREATE
 
 def user(n: int) -> dict:
     return {**ENTRA_CREATE, "userName": f"user{n}@x.example", "externalId": f"x{n}"}
@@ -204,13 +199,3 @@ def test_one_replay_at_a_time(tmp_path):
         with pytest.raises(SystemExit, match="another replay"):
             with exclusive(tmp_path):
                 pass
-
-
-def test_bench_replay_runs_at_a_tiny_size(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_replay"), "--events", "2000", "--data", str(tmp_path / "bench")],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "replay directory" in done.stdout and "replay audit" in done.stdout and "events/s" in done.stdout
-    assert "history of" in done.stdout

@@ -17,7 +17,9 @@ from adapters.http import media
 from adapters.http.app import collapse_slashes, create_app
 from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
-from tests.security.conftest import BODY_METHODS, OPEN_ROUTES, routes, scim_error
+from tests.http.probes import BODY_METHODS, OPEN_ROUTES, routes, scim_error
+
+pytestmark = pytest.mark.security
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 JSON = {"Content-Type": "application/scim+json; charset=utf-8"}
