@@ -6,32 +6,40 @@ version, userName/displayName at the time), the event type, and the attribute ch
 as ``[{"path", "old", "new"}]``. Old values come from ``audit_state``: the flattened
 attributes of every resource as of our position, kept beside the rows.
 
-Catching up works like the directory's (``projections/directory.py``): topic-filtered
-pages from the event store, rows and position in one ``BEGIN IMMEDIATE`` transaction,
-track the last id seen. It is not on the SCIM write path: callers catch it up lazily,
+A ``TrackedProjection`` (projections/tracking.py), caught up like the directory; what
+each event makes of the log is in ``projections.audit_changes``, the query values in
+``projections.audit_query``. It is not on the SCIM write path: callers catch it up lazily,
 before each audit query and in replay. ``User.PersonalDataErased`` redacts every value
 the log holds of that person (docs/audit.md).
 """
 
 from __future__ import annotations
 
-import re
-import threading
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterable
-from uuid import UUID
+from typing import Callable, NamedTuple
 
 import orjson
-from eventsourcing.utils import get_topic
 
-from domain.model import Group, Token, User, flatten
-from projections.directory import PAGE, connect, file_id, utc_text
+from domain.model import Group, User
+from projections.audit_changes import (
+    AUDITED,
+    CAUSE_KEYS,
+    COLUMNS,
+    ERASED,
+    EVENT_TYPES,
+    Page,
+    change,
+    redact_changes,
+    redact_rows,
+    utc,
+)
+from projections.audit_query import SLACK, Query, event_dict, event_types, is_uuid, parse_time, shift
+from projections.tracking import Event, TrackedProjection, topics_of
 
-POSITION_NAME = "ledger"
+__all__ = ["AuditLog", "Query", "VersionAt", "ERASED", "EVENT_TYPES", "event_dict", "event_types", "parse_time",
+           "redact_changes"]
+
 BULK_PAGE = 5000  # events per transaction while bulk loading
-ERASED = "[erased]"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -91,89 +99,29 @@ INDEXES = {
     "audit_user_name": "audit (user_name) WHERE user_name IS NOT NULL",
 }
 
-AUDITED = (
-    User.Provisioned, User.AttributesChanged, User.Deactivated, User.Reactivated, User.Deprovisioned,
-    User.PersonalDataErased,
-    Group.Created, Group.Renamed, Group.AttributesChanged, Group.MembersAdded, Group.MembersRemoved, Group.Deleted,
-    Token.Issued, Token.Revoked,
-)
-EVENT_TYPES = tuple(cls.__qualname__ for cls in AUDITED)  # "User.Deactivated", ...
-_EVENT_OF_TOPIC = {get_topic(cls): cls.__qualname__ for cls in AUDITED}
 
-CAUSE_KEYS = ("actor", "actor_label", "request_id", "method", "path", "client", "user_agent")
-COLUMNS = (
-    "position, time, tenant, event, resource_type, resource_id, version, user_name, display_name, "
-    "actor, actor_label, request_id, method, path, client, user_agent, changes, note"
-)
+class VersionAt(NamedTuple):
+    """``AuditLog.version_at``: the last change of a resource at a moment."""
+
+    version: int
+    event: str  # e.g. User.Deactivated
+    tenant: str | None
+    resource_type: str
 
 
-class _State:
-    """One resource as the audit log knows it, while a page is applied."""
-
-    __slots__ = ("type", "tenant", "user_name", "display_name", "attributes", "dirty")
-
-    def __init__(self, type_, tenant, user_name, display_name, attributes: dict):
-        self.type, self.tenant = type_, tenant
-        self.user_name, self.display_name, self.attributes = user_name, display_name, attributes
-        self.dirty = False
-
-
-class _Page:
-    """What applying one page of events produces: rows, member refs, changed states."""
-
-    def __init__(self, conn, ids: Iterable[str]):
-        self.conn = conn
-        self.rows: list[tuple] = []
-        self.members: list[tuple[str, int]] = []
-        self.states: dict[str, _State] = {}
-        found = conn.execute(
-            "SELECT resource_id, resource_type, tenant, user_name, display_name, attributes FROM audit_state "
-            "WHERE resource_id IN (SELECT value FROM json_each(?))",
-            (orjson.dumps(list(set(ids))).decode(),),
-        )
-        for resource_id, type_, tenant, user_name, display_name, attributes in found:
-            self.states[resource_id] = _State(type_, tenant, user_name, display_name, orjson.loads(attributes))
-
-    def forget(self, resource_id: str) -> None:
-        """Erasure: the resource's state keeps no value of the person."""
-        known = self.states.get(resource_id)
-        if known is not None:
-            known.user_name = known.display_name = None
-            known.attributes = {}
-            known.dirty = True
-
-    def flush(self) -> None:
-        conn = self.conn
-        conn.executemany(f"INSERT OR REPLACE INTO audit ({COLUMNS}) VALUES ({','.join('?' * 18)})", self.rows)
-        conn.executemany("INSERT OR IGNORE INTO audit_members (member_id, position) VALUES (?, ?)", self.members)
-        conn.executemany(
-            "INSERT INTO audit_state (resource_id, resource_type, tenant, user_name, display_name, attributes) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT (resource_id) DO UPDATE SET resource_type = excluded.resource_type, "
-            "tenant = excluded.tenant, user_name = excluded.user_name, display_name = excluded.display_name, "
-            "attributes = excluded.attributes",
-            [(rid, s.type, s.tenant, s.user_name, s.display_name, orjson.dumps(s.attributes).decode())
-             for rid, s in self.states.items() if s.dirty],
-        )
-        for s in self.states.values():
-            s.dirty = False
-        self.rows.clear()
-        self.members.clear()
-
-
-class AuditLog:
+class AuditLog(TrackedProjection):
     """The audit read model at ``path``: catch-up, and the queries behind ``scimledger
     audit``/``history`` and ``/audit/v1``."""
 
-    def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict]):
-        self.path = Path(path)
-        self.recorder = recorder
-        self.decode = decode
-        self._local = threading.local()
-        self._catch_up_lock = threading.Lock()
+    topics = topics_of(*AUDITED)
+    bulk_page = BULK_PAGE
+
+    def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
+                 head: Callable[[], int] | None = None):
+        super().__init__(path, recorder, decode, head)
         self._erasures: list[str] | None = None  # a list while bulk loading (rebuild)
         self.conn.executescript(DDL)
         self._create_indexes()
-        self.topics = tuple(_EVENT_OF_TOPIC)
 
     def _create_indexes(self) -> None:
         self.conn.executescript("".join(f"CREATE INDEX IF NOT EXISTS {n} ON {d};" for n, d in INDEXES.items()))
@@ -183,109 +131,49 @@ class AuditLog:
     def begin_bulk(self) -> None:
         """Load without the query indexes: inserting into six indexes row by row costs
         several times the row itself; building them once at the end is a sort."""
+        super().begin_bulk()
         for name in INDEXES:
             self.conn.execute(f"DROP INDEX IF EXISTS {name}")
         self._erasures = []
 
     def end_bulk(self) -> None:
+        super().end_bulk()
         self._create_indexes()
         erasures, self._erasures = self._erasures or [], None
         if erasures:
             self.conn.execute("PRAGMA secure_delete=ON")
-            self.conn.execute("BEGIN IMMEDIATE")
-            for resource_id in erasures:
-                _redact_rows(self.conn, resource_id)
-            self.conn.execute("COMMIT")
+            with self.transaction(immediate=True) as conn:
+                for resource_id in erasures:
+                    redact_rows(conn, resource_id)
 
-    # -- connections (the same file-following rule as the directory) -----------------
+    # -- applying a page of events ---------------------------------------------------
 
-    @property
-    def conn(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self._local.file = file_id(self.path)
-            conn = self._local.conn = connect(self.path)
-            self._local.file = self._local.file or file_id(self.path)
-        return conn
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def _follow_replay(self) -> None:
-        now = file_id(self.path)
-        if now is not None and now != getattr(self._local, "file", None):
-            self.close()
-
-    # -- catching up ---------------------------------------------------------------
-
-    def position(self) -> int:
-        row = self.conn.execute("SELECT notification_id FROM position WHERE name = ?", (POSITION_NAME,)).fetchone()
-        return row[0] if row else 0
-
-    def catch_up(self) -> int:
-        """Apply every audited event recorded after our position; returns the new position."""
-        self._follow_replay()
-        head = self.recorder.max_notification_id() or 0
-        if self.position() >= head:
-            return self.position()
-        with self._catch_up_lock:
-            conn = self.conn
-            while True:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    start = self.position()
-                    limit = PAGE if self._erasures is None else BULK_PAGE
-                    notifications = self.recorder.select_notifications(
-                        start=start + 1, limit=limit, stop=head, topics=self.topics
-                    )
-                    self._apply(conn, notifications)
-                    full_page = len(notifications) == limit
-                    reached = notifications[-1].id if full_page else max(start, head)
-                    if reached > start:
-                        conn.execute(
-                            "INSERT INTO position (name, notification_id) VALUES (?, ?) "
-                            "ON CONFLICT (name) DO UPDATE SET notification_id = excluded.notification_id",
-                            (POSITION_NAME, reached),
-                        )
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                if not full_page:
-                    return reached
-
-    def _apply(self, conn, notifications) -> None:
-        ids = [str(n.originator_id) for n in notifications]
-        page = _Page(conn, ids)
-        decode = self.decode
-        for n, resource_id in zip(notifications, ids):
-            state = decode(n.state)
-            event = _EVENT_OF_TOPIC[n.topic]
-            if event == "User.PersonalDataErased":
+    def apply(self, conn, events: list[Event]) -> None:
+        page = Page(conn, [e.id for e in events])
+        for e in events:
+            resource_id, state = e.id, e.state
+            if e.type is User.PersonalDataErased:
                 conn.execute("PRAGMA secure_delete=ON")  # overwritten values are zeroed, not left in free space
                 page.forget(resource_id)
                 if self._erasures is None:
                     page.flush()  # rows of this page must be stored before they are redacted
-                    _redact_rows(conn, resource_id)
+                    redact_rows(conn, resource_id)
                 else:
                     self._erasures.append(resource_id)  # redacted in end_bulk, with the index
-            row_state, changes, note = _change(event, page.states.get(resource_id), state)
+            row_state, changes, note = change(e.type, page.states.get(resource_id), state)
             if row_state is None:
                 continue  # an event of a resource we never saw created: nothing to say
             page.states[resource_id] = row_state
             row_state.dirty = True
             page.rows.append((
-                n.id, _utc(state["timestamp"]), row_state.tenant, event, row_state.type, resource_id,
-                n.originator_version, row_state.user_name, row_state.display_name,
+                e.position, utc(state["timestamp"]), row_state.tenant, e.type.__qualname__, row_state.type, resource_id,
+                e.version, row_state.user_name, row_state.display_name,
                 *map((state.get("cause") or {}).get, CAUSE_KEYS), orjson.dumps(changes).decode(), note,
             ))
-            if event == "Group.MembersAdded":
-                page.members.extend((m["value"], n.id) for m in state["members"])
-            elif event == "Group.MembersRemoved":
-                page.members.extend((m, n.id) for m in state["member_ids"])
+            if e.type is Group.MembersAdded:
+                page.members.extend((m["value"], e.position) for m in state["members"])
+            elif e.type is Group.MembersRemoved:
+                page.members.extend((m, e.position) for m in state["member_ids"])
         page.flush()
 
     # -- queries -------------------------------------------------------------------
@@ -313,10 +201,10 @@ class AuditLog:
         # its timestamp was taken (saves time out long before that).
         if query.since is not None:
             where.append("position >= coalesce((SELECT position FROM audit WHERE time >= ? ORDER BY time LIMIT 1), 1e18)")
-            args.append(_shift(query.since, -SLACK))
+            args.append(shift(query.since, -SLACK))
         if query.until is not None:
             where.append("position <= coalesce((SELECT position FROM audit WHERE time <= ? ORDER BY time DESC LIMIT 1), 0)")
-            args.append(_shift(query.until, SLACK))
+            args.append(shift(query.until, SLACK))
         if query.resource_ids is not None or query.user_name is not None:
             ids = list(query.resource_ids or ())
             if query.user_name is not None:
@@ -328,7 +216,7 @@ class AuditLog:
             )
             args += [orjson.dumps(ids).decode()] * 2
         if query.actor is not None:  # a token's label, or its id
-            where.append("actor = ?" if _is_uuid(query.actor) else "actor_label = ?")
+            where.append("actor = ?" if is_uuid(query.actor) else "actor_label = ?")
             args.append(query.actor)
         for condition, value in (("time >= ?", query.since), ("time <= ?", query.until),
                                  ("position > ?", query.after), ("position < ?", query.before)):
@@ -367,14 +255,15 @@ class AuditLog:
             args.append(tenant)
         return [event_dict(r) for r in self.conn.execute(sql + " ORDER BY position", args)]
 
-    def version_at(self, resource_id: str, moment: str) -> tuple[int, str, str | None, str] | None:
-        """``(version, event, tenant, resource_type)`` of the last change of the resource at
-        or before ``moment`` (UTC text); None if it did not exist yet."""
-        return self.conn.execute(
+    def version_at(self, resource_id: str, moment: str) -> VersionAt | None:
+        """The last change of the resource at or before ``moment`` (UTC text); None if it
+        did not exist yet."""
+        row = self.conn.execute(
             "SELECT version, event, tenant, resource_type FROM audit "
             "WHERE resource_id = ? AND time <= ? ORDER BY position DESC LIMIT 1",
             (resource_id, moment),
         ).fetchone()
+        return VersionAt._make(row) if row else None
 
     def position_at(self, moment: str) -> int:
         """The last log position of an audited event at or before ``moment`` (0 if none)."""
@@ -389,184 +278,3 @@ class AuditLog:
     def erased_ids(self) -> set[str]:
         rows = self.conn.execute("SELECT resource_id FROM audit WHERE event = 'User.PersonalDataErased'")
         return {r[0] for r in rows}
-
-
-@dataclass
-class Query:
-    """The filters of ``scimledger audit`` and ``GET /audit/v1/events`` (all optional)."""
-
-    tenant: str | None = None
-    resource_ids: list[str] | None = None
-    user_name: str | None = None
-    actor: str | None = None
-    since: str | None = None  # UTC text, inclusive
-    until: str | None = None  # UTC text, inclusive
-    types: list[str] = field(default_factory=list)
-    after: int | None = None
-    before: int | None = None
-    limit: int = 100
-    newest: bool = False
-
-
-# -- what each event changes --------------------------------------------------------
-
-
-def _change(event: str, known: _State | None, state: dict) -> tuple[_State | None, list[dict], str | None]:
-    """The resource's state after ``event``, the changes ``[{path, old, new}]``, a note."""
-    if event in ("User.Provisioned", "Group.Created"):
-        kind = event.split(".")[0]
-        extensions = User.EXTENSIONS if kind == "User" else Group.EXTENSIONS
-        flat = flatten(state["attributes"], extensions)
-        after = _State(kind, state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
-        return after, [{"path": p, "old": None, "new": v} for p, v in sorted(flat.items())], None
-    if event == "Token.Issued":
-        flat = {"label": state["label"], "scope": state["scope"]}
-        if state.get("expires"):
-            flat["expires"] = state["expires"]
-        after = _State("Token", state["tenant"], None, state["label"], flat)
-        return after, [{"path": p, "old": None, "new": v} for p, v in flat.items()], None
-    if known is None:
-        return None, [], None
-    flat = known.attributes
-    changes: list[dict] = []
-    note = None
-    if event in ("User.AttributesChanged", "Group.AttributesChanged"):
-        for path, new in sorted(state["changes"].items()):
-            changes.append({"path": path, "old": flat.get(path), "new": new})
-            if new is None:
-                flat.pop(path, None)
-            else:
-                flat[path] = new
-    elif event in ("User.Deactivated", "User.Reactivated"):
-        new = event == "User.Reactivated"
-        changes.append({"path": "active", "old": flat.get("active", True), "new": new})
-        flat["active"] = new
-    elif event == "Group.Renamed":
-        changes.append({"path": "displayName", "old": flat.get("displayName"), "new": state["display_name"]})
-        flat["displayName"] = state["display_name"]
-    elif event == "Group.MembersAdded":
-        changes = [
-            {"path": f'members[value eq "{m["value"]}"]', "old": None,
-             "new": {"value": m["value"], "type": m.get("type") or "User"}}
-            for m in state["members"]
-        ]
-    elif event == "Group.MembersRemoved":
-        changes = [
-            {"path": f'members[value eq "{m}"]', "old": {"value": m}, "new": None}
-            for m in state["member_ids"]
-        ]
-    elif event == "Token.Revoked":
-        changes.append({"path": "revoked", "old": False, "new": True})
-        flat["revoked"] = True
-    elif event == "User.PersonalDataErased":
-        note = state.get("reason") or None
-    # Deprovisioned, Deleted: the event type says it all.
-    if known.type == "User" and event != "User.PersonalDataErased":
-        known.user_name = flat.get("userName")
-        known.display_name = flat.get("displayName")
-    elif known.type == "Group":
-        known.display_name = flat.get("displayName")
-    return known, changes, note
-
-
-def _redact_rows(conn, resource_id: str) -> None:
-    """Redact every value the audit rows hold of one person."""
-    rows = conn.execute("SELECT position, changes FROM audit WHERE resource_id = ?", (resource_id,)).fetchall()
-    conn.executemany(
-        "UPDATE audit SET user_name = NULL, display_name = NULL, changes = ? WHERE position = ?",
-        [(orjson.dumps(redact_changes(orjson.loads(changes))).decode(), position) for position, changes in rows],
-    )
-
-
-def redact_changes(changes: list[dict]) -> list[dict]:
-    return [
-        {**c, "old": None if c.get("old") is None else ERASED, "new": None if c.get("new") is None else ERASED}
-        for c in changes
-    ]
-
-
-# -- rows as JSON ---------------------------------------------------------------------
-
-
-def event_dict(row: tuple) -> dict:
-    (position, time, tenant, event, resource_type, resource_id, version, user_name, display_name,
-     actor, actor_label, request_id, method, path, client, user_agent, changes, note) = row
-    resource = {"type": resource_type, "id": resource_id, "version": version}
-    if user_name is not None:
-        resource["userName"] = user_name
-    if display_name is not None:
-        resource["displayName"] = display_name
-    result = {
-        "position": position,
-        "time": time,
-        "tenant": tenant,
-        "event": event,
-        "resource": resource,
-        "actor": {"id": actor, "label": actor_label},
-        "request": {"id": request_id, "method": method, "path": path, "client": client, "userAgent": user_agent},
-        "changes": orjson.loads(changes),
-    }
-    if note is not None:
-        result["note"] = note
-    return result
-
-
-SLACK = timedelta(minutes=1)
-
-
-def _shift(moment: str, by: timedelta) -> str:
-    """``moment`` moved by ``by``, held at the ends of the calendar."""
-    try:
-        return utc_text(datetime.fromisoformat(moment.replace("Z", "+00:00")) + by)
-    except OverflowError:
-        return moment
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
-# -- times ----------------------------------------------------------------------------
-
-
-def _utc(moment: datetime) -> str:
-    """``utc_text``, faster for the usual case (UTC with microseconds): one per event."""
-    iso = moment.isoformat()
-    return iso[:26] + "Z" if len(iso) == 32 and iso.endswith("+00:00") else utc_text(moment)
-
-
-_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_time(text: str, now: datetime | None = None) -> str:
-    """UTC text for an ISO 8601 time (``2025-01-07``, ``2025-01-07T10:00:00Z``,
-    ``...+02:00``; no zone means UTC), ``now``, or a span ago (``15m``, ``2h``, ``3d``)."""
-    text = text.strip()
-    now = now or datetime.now(UTC)
-    try:
-        if text.lower() == "now":
-            return utc_text(now)
-        relative = _RELATIVE.match(text.lower())
-        if relative:
-            return utc_text(now - timedelta(**{_UNITS[relative[2]]: int(relative[1])}))
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return utc_text(moment)
-    except (ValueError, OverflowError):  # OverflowError: a span or offset past year 1 or 9999
-        raise ValueError(f"not a usable time: {text[:40]!r} (use ISO 8601, e.g. 2025-01-07T10:00:00Z, or 2h, 3d)") from None
-
-
-def event_types(text: str) -> list[str]:
-    """The event types a ``--type`` names: exact (``User.Deactivated``) or by the part
-    after the dot (``AttributesChanged`` = both kinds), case-insensitive."""
-    wanted = text.strip().casefold()
-    found = [t for t in EVENT_TYPES if t.casefold() == wanted or t.split(".")[1].casefold() == wanted]
-    if not found:
-        raise ValueError(f"unknown event type {text!r}; known: {', '.join(EVENT_TYPES)}")
-    return found

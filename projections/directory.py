@@ -1,82 +1,89 @@
 """The directory: the queryable read model of users, groups, memberships and tokens.
 
-Built from the event log by ``catch_up()``, which applies new events and moves the
-tracked position in one SQLite transaction (``BEGIN IMMEDIATE``: when several worker
-processes share the file, one applies and the others then find nothing left to do).
-Callers catch up before every read and after every write, which gives read-your-writes.
-Deleting the file loses nothing: the next catch-up rebuilds it from the start of the log.
+A ``TrackedProjection`` (projections/tracking.py): ``catch_up()`` applies new events and
+moves the tracked position in one SQLite transaction. Callers catch up before every read
+and after every write, which gives read-your-writes. Deleting the file loses nothing: the
+next catch-up rebuilds it from the start of the log. The page query is in
+``projections.directory_query``.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import orjson
 
 from domain.model import Group, Token, User, apply_changes
 from domain.ports import StaleRead
+from projections import directory_query
+from projections.directory_query import PageRow, ResourceRow, Source
 from projections.directory_schema import DDL, SCHEMA_VERSION
+from projections.tracking import Event, TrackedProjection, file_id, topics_of, utc_text
 
-PAGE = 1000
-POSITION_NAME = "ledger"
-
-
-def utc_text(moment: datetime) -> str:
-    """The fixed-width UTC form all timestamps are stored in (sorts as it compares)."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+__all__ = ["Directory", "PageRow", "ResourceRow", "Source", "TokenRow", "TokenListing", "file_id", "utc_text"]
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # The read model can always be rebuilt from the log, so it need not fsync every commit.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
+class TokenRow(NamedTuple):
+    """A credential as ``Directory.token_by_hash`` finds it."""
+
+    id: str
+    tenant: str
+    label: str
+    scope: str
+    secret_hash: str
+    expires: str | None
+    revoked: str | None
 
 
-class Directory:
+class TokenListing(NamedTuple):
+    """A credential as ``Directory.tokens`` lists it (no hash)."""
+
+    id: str
+    tenant: str
+    label: str
+    scope: str
+    created: str
+    expires: str | None
+    revoked: str | None
+
+
+_HANDLERS = {
+    User.Provisioned: "_user_provisioned",
+    User.AttributesChanged: "_user_attributes_changed",
+    User.Deactivated: "_user_deactivated",
+    User.Reactivated: "_user_reactivated",
+    User.Deprovisioned: "_user_deprovisioned",
+    Group.Created: "_group_created",
+    Group.Renamed: "_group_changed",
+    Group.AttributesChanged: "_group_changed",
+    Group.MembersAdded: "_members_added",
+    Group.MembersRemoved: "_members_removed",
+    Group.Deleted: "_group_deleted",
+    Token.Issued: "_token_issued",
+    Token.Revoked: "_token_revoked",
+}
+
+
+class Directory(TrackedProjection):
     """Implements ``domain.ports.DirectoryFacts`` and the queries the HTTP layer needs."""
+
+    topics = topics_of(*_HANDLERS)
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None):
         """``head`` reads the log's last position (default: ask the recorder)."""
-        self.path = Path(path)
-        self.recorder = recorder  # the event store's ApplicationRecorder
-        self.decode = decode
-        self.head = head or (lambda: recorder.max_notification_id() or 0)
-        self._local = threading.local()
-        self._catch_up_lock = threading.Lock()  # one catching-up thread per process
+        super().__init__(path, recorder, decode, head)
         self._counts: Counter = Counter()  # (tenant, kind) -> change, flushed with each page
+        self._handlers = {cls: getattr(self, name) for cls, name in _HANDLERS.items()}
         self._create_or_rebuild_schema()
-        handlers = {
-            User.Provisioned: self._user_provisioned,
-            User.AttributesChanged: self._user_attributes_changed,
-            User.Deactivated: self._user_deactivated,
-            User.Reactivated: self._user_reactivated,
-            User.Deprovisioned: self._user_deprovisioned,
-            Group.Created: self._group_created,
-            Group.Renamed: self._group_changed,
-            Group.AttributesChanged: self._group_changed,
-            Group.MembersAdded: self._members_added,
-            Group.MembersRemoved: self._members_removed,
-            Group.Deleted: self._group_deleted,
-            Token.Issued: self._token_issued,
-            Token.Revoked: self._token_revoked,
-        }
-        self._by_topic = {_topic(cls): handler for cls, handler in handlers.items()}
-        self.topics = tuple(self._by_topic)
 
     def _create_or_rebuild_schema(self) -> None:
         """Create the tables; a file of an older projection version is emptied first, so
         the next catch-up rebuilds it from the log (a read model never needs migrating)."""
-        with self._transaction(immediate=True) as conn:
+        with self.transaction(immediate=True) as conn:
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
@@ -87,87 +94,12 @@ class Directory:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    # -- connections ---------------------------------------------------------------
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self._local.file = file_id(self.path)  # before opening: see _follow_replay
-            conn = self._local.conn = connect(self.path)
-            self._local.file = self._local.file or file_id(self.path)  # we created it
-        return conn
-
-    def _follow_replay(self) -> None:
-        """``scimledger replay`` swaps a rebuilt file in under our path (projections/replay.py):
-        drop this thread's connection when the path now names another file."""
-        now = file_id(self.path)
-        if now is not None and now != getattr(self._local, "file", None):
-            self.close()
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    class _Tx:
-        def __init__(self, conn: sqlite3.Connection, immediate: bool):
-            self.conn, self.immediate = conn, immediate
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.conn.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
-            return self.conn
-
-        def __exit__(self, exc_type, exc, tb) -> None:
-            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-    def _transaction(self, immediate: bool = False) -> _Tx:
-        return Directory._Tx(self.conn, immediate)
-
-    # -- catching up ---------------------------------------------------------------
-
-    def position(self) -> int:
-        row = self.conn.execute("SELECT notification_id FROM position WHERE name = ?", (POSITION_NAME,)).fetchone()
-        return row[0] if row else 0
-
-    def catch_up(self, until: int | None = None) -> int:
-        """Apply every event recorded after our position; returns the new position.
-
-        ``until`` is a position the caller knows exists (its own write): it stands in for
-        the log's head, which saves asking the event store for it.
-        """
-        self._follow_replay()
-        position = self.position()
-        head = until if until is not None else self.head()
-        if position >= head:
-            return position
-        with self._catch_up_lock:
-            while True:
-                with self._transaction(immediate=True) as conn:
-                    self._counts.clear()  # what a rolled-back page may have left
-                    start = self.position()
-                    notifications = self.recorder.select_notifications(
-                        start=start + 1, limit=PAGE, topics=self.topics
-                    )
-                    for notification in notifications:
-                        state = self.decode(notification.state)
-                        self._by_topic[notification.topic](
-                            conn, str(notification.originator_id), notification.originator_version, state
-                        )
-                    _add_counts(conn, self._counts)
-                    full_page = len(notifications) == PAGE
-                    # Topic filtering skips ids (other aggregates' events). A short page
-                    # holds every event of ours up to now, so we have reached the head.
-                    reached = notifications[-1].id if full_page else max(start, head, *(n.id for n in notifications[-1:]))
-                    if reached > start:
-                        conn.execute(
-                            "INSERT INTO position (name, notification_id) VALUES (?, ?) "
-                            "ON CONFLICT (name) DO UPDATE SET notification_id = excluded.notification_id",
-                            (POSITION_NAME, reached),
-                        )
-                if not full_page:
-                    return reached
+    def apply(self, conn: sqlite3.Connection, events: list[Event]) -> None:
+        self._counts.clear()  # what a rolled-back page may have left
+        handlers = self._handlers
+        for event in events:
+            handlers[event.type](conn, event.id, event.version, event.state)
+        _add_counts(conn, self._counts)
 
     # -- event handlers ------------------------------------------------------------
 
@@ -292,7 +224,7 @@ class Directory:
 
     def members_among(self, group_id: str, group_version: int, ids: list[str]) -> set[str]:
         self.catch_up()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             self._check_group_version(conn, group_id, group_version)
             rows = conn.execute(
                 "SELECT member_id FROM memberships WHERE group_id = ? AND member_id IN (SELECT value FROM json_each(?))",
@@ -302,7 +234,7 @@ class Directory:
 
     def all_members(self, group_id: str, group_version: int) -> set[str]:
         self.catch_up()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             self._check_group_version(conn, group_id, group_version)
             return {r[0] for r in conn.execute("SELECT member_id FROM memberships WHERE group_id = ?", (group_id,))}
 
@@ -321,35 +253,38 @@ class Directory:
 
     # -- queries -------------------------------------------------------------------
 
-    def token_by_hash(self, secret_hash: str) -> sqlite3.Row | None:
-        return self.conn.execute(
+    def token_by_hash(self, secret_hash: str) -> TokenRow | None:
+        row = self.conn.execute(
             "SELECT id, tenant, label, scope, secret_hash, expires, revoked FROM tokens WHERE secret_hash = ?",
             (secret_hash,),
         ).fetchone()
+        return TokenRow._make(row) if row else None
 
-    def tokens(self) -> list[tuple]:
-        return self.conn.execute(
+    def tokens(self) -> list[TokenListing]:
+        return [TokenListing._make(row) for row in self.conn.execute(
             "SELECT id, tenant, label, scope, created, expires, revoked FROM tokens ORDER BY created"
-        ).fetchall()
+        )]
 
-    def user_row(self, tenant: str, user_id: str) -> tuple | None:
-        return self.conn.execute(
+    def user_row(self, tenant: str, user_id: str) -> ResourceRow | None:
+        row = self.conn.execute(
             "SELECT id, created, last_modified, version, resource FROM users WHERE tenant = ? AND id = ?",
             (tenant, user_id),
         ).fetchone()
+        return ResourceRow._make(row) if row else None
 
-    def group_row(self, tenant: str, group_id: str) -> tuple | None:
-        return self.conn.execute(
+    def group_row(self, tenant: str, group_id: str) -> ResourceRow | None:
+        row = self.conn.execute(
             "SELECT id, created, last_modified, version, resource FROM groups WHERE tenant = ? AND id = ?",
             (tenant, group_id),
         ).fetchone()
+        return ResourceRow._make(row) if row else None
 
     def page(self, tenant: str, sources: list[Source], limit: int, *, descending: bool = False, offset: int = 0,
-             after: tuple | None = None, before: tuple | None = None) -> tuple[int, list[tuple], bool]:
+             after: tuple | None = None, before: tuple | None = None) -> tuple[int, list[PageRow], bool]:
         """One page of a query over one or more resource tables (several: a search at the
         server root), and the total number of matches.
 
-        Rows are ``(kind, id, created, last_modified, version, resource, sort_value)``,
+        Rows are ``PageRow(kind, id, created, last_modified, version, resource, sort_value)``,
         ordered by (sort value, created, id) — or (created, id) when no source sorts —
         ascending or ``descending``. The page starts at ``offset`` (index paging), or
         right after the key ``after`` / right before the key ``before`` (keyset paging: a
@@ -357,69 +292,8 @@ class Directory:
         The boolean says whether more rows follow the page in its direction. The SQL in
         ``sources`` comes from the filter compiler.
         """
-        with self._transaction():  # the count and the page from one snapshot
-            return self._page(tenant, sources, limit, descending, offset, after, before)
-
-    def _page(self, tenant, sources, limit, descending, offset, after, before):
-        sorted_ = any(source.sort for source in sources)
-        total = 0
-        selects, args = [], []
-        for source in sources:
-            assert source.table in ("users", "groups") and source.kind in ("User", "Group")
-            condition = f"r.tenant = ? AND ({source.where})" if source.where else "r.tenant = ?"
-            total += self._count(tenant, source, condition)
-            sort = source.sort or ("x''" if sorted_ else "NULL")
-            selects.append(
-                f"SELECT '{source.kind}' AS kind, r.id AS id, r.created AS created, r.last_modified AS last_modified, "
-                f"r.version AS version, r.resource AS resource, {sort} AS sort_value FROM {source.table} r WHERE {condition}"
-            )
-            args += [tenant, *source.params]
-        if limit <= 0 or (after is None and before is None and offset >= total):
-            return total, [], False
-        collation = next((s.collation for s in sources if s.sort), "BINARY")
-        keys = [f"sort_value COLLATE {collation}", "created", "id"] if sorted_ else ["created", "id"]
-        forward = (not descending) if sorted_ else True
-        if before is not None:
-            forward = not forward
-        direction = "ASC" if forward else "DESC"
-        order = ", ".join(f"{key} {direction}" for key in keys)
-        where = ""
-        key = after if after is not None else before
-        # An OFFSET costs what it skips: a page past the middle is read from the far end.
-        from_the_end = key is None and offset > total // 2
-        if from_the_end:
-            direction = "DESC" if direction == "ASC" else "ASC"
-            order = ", ".join(f"{key_} {direction}" for key_ in keys)
-        if key is not None:
-            if len(key) != len(keys):
-                raise ValueError("the key does not fit this query")
-            where = f"WHERE ({', '.join(keys)}) {'>' if forward else '<'} ({', '.join('?' * len(keys))})"
-            args += list(key)
-        query = f"SELECT * FROM ({' UNION ALL '.join(selects)}) {where} ORDER BY {order} LIMIT ?"
-        if from_the_end:
-            take = min(limit, total - offset)
-            rows = self.conn.execute(query + " OFFSET ?", [*args, take, total - offset - take]).fetchall()
-            rows.reverse()
-            return total, rows, offset + take < total
-        if key is None:
-            rows = self.conn.execute(query + " OFFSET ?", [*args, limit + 1, offset]).fetchall()
-        else:
-            rows = self.conn.execute(query, [*args, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        if before is not None:
-            rows.reverse()
-        return total, rows, more
-
-    def _count(self, tenant: str, source: Source, condition: str) -> int:
-        if not source.where:  # an unfiltered list: the kept count, not a scan of the tenant
-            row = self.conn.execute(
-                "SELECT n FROM resource_counts WHERE tenant = ? AND kind = ?", (tenant, source.kind)
-            ).fetchone()
-            return row[0] if row else 0
-        return self.conn.execute(
-            f"SELECT count(*) FROM {source.table} r WHERE {condition}", [tenant, *source.params]
-        ).fetchone()[0]
+        with self.transaction() as conn:  # the count and the page from one snapshot
+            return directory_query.page(conn, tenant, sources, limit, descending, offset, after, before)
 
     def member_count(self, group_id: str) -> int:
         row = self.conn.execute("SELECT member_count FROM groups WHERE id = ?", (group_id,)).fetchone()
@@ -444,27 +318,6 @@ class Directory:
         return result
 
 
-def file_id(path: Path) -> tuple[int, int] | None:
-    """Which file ``path`` names now (following the symlink replay puts there); None if none."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.st_dev, stat.st_ino
-
-
-@dataclass(frozen=True)
-class Source:
-    """One resource table in a ``Directory.page`` query, with its compiled filter and sort."""
-
-    table: str  # "users" or "groups"
-    kind: str  # "User" or "Group"
-    where: str = ""
-    params: tuple = ()
-    sort: str | None = None  # the value to sort by (compile_sort_key), never NULL
-    collation: str = "BINARY"
-
-
 def _add_counts(conn, counts: Counter) -> None:
     conn.executemany(
         "INSERT INTO resource_counts (tenant, kind, n) VALUES (?, ?, ?) "
@@ -486,7 +339,3 @@ def _user_columns(attributes: dict) -> tuple:
         1 if attributes.get("active", True) else 0,
         work_email,
     )
-
-
-def _topic(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"

@@ -9,7 +9,7 @@ next connection would read the old database's pages through them (tested: it see
 rows). So a rebuilt file gets a name of its own, ``directory.sqlite3.g<ns>`` (with its own
 ``-wal``/``-shm``), and the projection's path becomes a symlink to it, swapped atomically
 with ``os.replace``; SQLite resolves the symlink and names the sidecars after the target.
-Every process notices the swap at its next catch-up (``Directory._follow_replay``: the
+Every process notices the swap at its next catch-up (``TrackedProjection._follow_replay``: the
 path's inode differs from the one it opened) and reopens.
 
 No write is lost: each file tracks its own position, so events a worker applied to the old
@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
 from projections.audit import AuditLog
-from projections.directory import Directory, connect
+from projections.directory import Directory, ResourceRow
+from projections.tracking import connect
 
 PROJECTIONS: dict[str, tuple[type, str]] = {
     "directory": (Directory, "directory.sqlite3"),
@@ -164,23 +165,21 @@ def exclusive(data: Path) -> Iterator[None]:
 def open_fresh(kind: str, path: Path, recorder, decode):
     """A new projection of ``kind`` at ``path`` (whatever was there is removed first),
     set up for loading fast: nobody else reads it and a crash throws it away, so no WAL
-    and no fsync until ``_settle``. Projections that can defer work to the end of a bulk
-    load (the audit log's indexes) are told to."""
+    and no fsync until ``_settle``. It loads in bulk mode (``TrackedProjection.begin_bulk``):
+    projections that can defer work to the end (the audit log's indexes) do."""
     _remove(path)
     projection = PROJECTIONS[kind][0](path, recorder, decode)
     conn = projection.conn
     conn.execute(f"PRAGMA cache_size={CACHE_PAGES}")
     conn.execute("PRAGMA journal_mode=MEMORY")
     conn.execute("PRAGMA synchronous=OFF")
-    if hasattr(projection, "begin_bulk"):
-        projection.begin_bulk()
+    projection.begin_bulk()
     return projection
 
 
 def _settle(projection) -> None:
-    """Back to how a live projection file runs (``projections.directory.connect``)."""
-    if hasattr(projection, "end_bulk"):
-        projection.end_bulk()
+    """Back to how a live projection file runs (``projections.tracking.connect``)."""
+    projection.end_bulk()
     conn = projection.conn
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -335,16 +334,15 @@ def directory_at(position: int, recorder, decode, scratch: Path) -> Iterator[Dir
 
 
 def directory_rows(directory: Directory, tenant: str | None = None) -> Iterator[tuple[str, str, tuple]]:
-    """Everything in a directory, in a stable order: ``("User", tenant, (id, created,
-    last_modified, version, resource))``, then groups likewise, then ``("Membership",
-    tenant, (group_id, member_id, member_type))``."""
+    """Everything in a directory, in a stable order: ``("User", tenant, ResourceRow)``,
+    then groups likewise, then ``("Membership", tenant, (group_id, member_id, member_type))``."""
     condition, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
     conn = directory.conn
     for kind, table in (("User", "users"), ("Group", "groups")):
         for tenant_, *row in conn.execute(
             f"SELECT tenant, id, created, last_modified, version, resource FROM {table} {condition} ORDER BY tenant, id", args
         ):
-            yield kind, tenant_, tuple(row)
+            yield kind, tenant_, ResourceRow._make(row)
     for tenant_, *row in conn.execute(
         f"SELECT g.tenant, m.group_id, m.member_id, m.member_type FROM memberships m JOIN groups g ON g.id = m.group_id "
         f"{condition.replace('tenant', 'g.tenant')} ORDER BY g.tenant, m.group_id, m.member_id", args

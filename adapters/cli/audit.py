@@ -278,8 +278,8 @@ def directory_lines(directory, tenant: str | None, erased: set[str] = frozenset(
     for kind, tenant_, row in directory_rows(directory, tenant):
         if kind == "User":
             resource = user_resource(row, SCIM_BASE)
-            if row[0] in erased:
-                resource = {"id": row[0], "erased": True}
+            if row.id in erased:
+                resource = {"id": row.id, "erased": True}
             yield {"kind": kind, "tenant": tenant_, "resource": resource}
         elif kind == "Group":
             yield {"kind": kind, "tenant": tenant_, "resource": group_resource(row, SCIM_BASE)}

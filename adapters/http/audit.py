@@ -25,7 +25,7 @@ from adapters.http.errors import ScimHTTPError
 from adapters.http.rendering import group_resource, user_resource
 from domain.errors import InvalidValue, NotFound
 from projections.audit import Query, event_types, parse_time
-from projections.directory import utc_text
+from projections.directory import ResourceRow, utc_text
 
 PREFIX = "/audit/v1"
 DEFAULT_COUNT = 100
@@ -129,16 +129,16 @@ class AsOf:
         audit.catch_up()
         kind = self.kind[:-1]
         found = audit.version_at(resource_id, moment)
-        if found is None or found[2] != req.context.tenant or found[3] != kind:
+        if found is None or found.tenant != req.context.tenant or found.resource_type != kind:
             raise NotFound(f"{kind} {resource_id} did not exist at {moment}")
-        version, event, _, _ = found
+        version, event = found.version, found.event
         if event in ("User.Deprovisioned", "Group.Deleted", "User.PersonalDataErased"):
             raise NotFound(f"{kind} {resource_id} had been deleted by {moment}")
         if kind == "User" and audit.is_erased(resource_id):
             raise ScimHTTPError(410, f"the personal data of User {resource_id} has been erased")
         aggregate = self.runtime.ledger.repository.get(UUID(resource_id), version=version)
-        row = (resource_id, utc_text(aggregate.created_on), utc_text(aggregate.modified_on), version,
-               orjson.dumps(aggregate.attributes))
+        row = ResourceRow(resource_id, utc_text(aggregate.created_on), utc_text(aggregate.modified_on), version,
+                          orjson.dumps(aggregate.attributes))
         base = f"{req.prefix}{SCIM_BASE}"
         if kind == "User":
             resource = user_resource(row, base)

@@ -95,9 +95,9 @@ class BearerAuth:
         directory.catch_up()
         presented = hash_secret(secret)
         row = directory.token_by_hash(presented)
-        if row is None or not hmac.compare_digest(row[4], presented):
+        if row is None or not hmac.compare_digest(row.secret_hash, presented):
             raise Unauthorized("the bearer token is not valid")
-        token_id, tenant, label, scope, _, expires, revoked = row
+        token_id, tenant, label, scope, expires, revoked = row.id, row.tenant, row.label, row.scope, row.expires, row.revoked
         if revoked:
             raise Unauthorized("the bearer token has been revoked")
         if expires and expires <= utc_text(datetime.now(UTC)):

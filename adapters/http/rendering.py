@@ -13,6 +13,7 @@ from itertools import islice
 import orjson
 
 from domain.schemas import CORE_GROUP, CORE_USER, ENTERPRISE_USER, LIST_RESPONSE
+from projections.directory import ResourceRow
 
 CHUNK = 1000  # members serialised per piece of a streamed response
 
@@ -21,14 +22,13 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def _meta(kind: str, base: str, endpoint: str, row: tuple) -> dict:
-    resource_id, created, last_modified, version = row[:4]
+def _meta(kind: str, base: str, endpoint: str, row: ResourceRow) -> dict:
     return {
         "resourceType": kind,
-        "created": created,
-        "lastModified": last_modified,
-        "location": f"{base}{endpoint}/{resource_id}",
-        "version": etag(version),
+        "created": row.created,
+        "lastModified": row.last_modified,
+        "location": f"{base}{endpoint}/{row.id}",
+        "version": etag(row.version),
     }
 
 
@@ -37,10 +37,9 @@ def _schemas(core: str, attributes: dict) -> list[str]:
     return [core, *(key for key in attributes if key.startswith("urn:") and isinstance(attributes[key], dict))]
 
 
-def user_resource(row: tuple, base: str, groups: Iterable[tuple[str, str]] = ()) -> dict:
-    """``row`` is ``(id, created, last_modified, version, resource_json)``."""
-    attributes = orjson.loads(row[4])
-    resource = {"schemas": _schemas(CORE_USER, attributes), "id": row[0], **attributes}
+def user_resource(row: ResourceRow, base: str, groups: Iterable[tuple[str, str]] = ()) -> dict:
+    attributes = orjson.loads(row.resource)
+    resource = {"schemas": _schemas(CORE_USER, attributes), "id": row.id, **attributes}
     enterprise = resource.get(ENTERPRISE_USER)
     manager = enterprise.get("manager") if isinstance(enterprise, dict) else None
     if isinstance(manager, dict) and manager.get("value"):  # RFC 7643 §4.3: value and $ref
@@ -75,10 +74,10 @@ class LazyMembers:
             yield self.narrow(chunk)
 
 
-def group_resource(row: tuple, base: str, members: Iterable[tuple[str, str]] | LazyMembers | None = None) -> dict:
+def group_resource(row: ResourceRow, base: str, members: Iterable[tuple[str, str]] | LazyMembers | None = None) -> dict:
     """``members`` is ``None`` when members are not to be shown (never read)."""
-    attributes = orjson.loads(row[4])
-    resource = {"schemas": _schemas(CORE_GROUP, attributes), "id": row[0], **attributes}
+    attributes = orjson.loads(row.resource)
+    resource = {"schemas": _schemas(CORE_GROUP, attributes), "id": row.id, **attributes}
     if isinstance(members, LazyMembers):
         resource["members"] = members
     elif members is not None:

@@ -20,6 +20,7 @@ from domain.errors import InvalidSyntax, NotFound
 from domain.schemas import PATCH_OP, ResourceType
 from domain.selection import may_return, parse_attribute_list, select
 from domain.service import Written
+from projections.directory import ResourceRow
 
 LARGE_GROUP = 1000  # PATCH on a bigger group answers 204 unless the client names attributes
 STREAMED_GROUP = 1000  # members of a bigger group are streamed, not built in memory
@@ -68,13 +69,13 @@ class ScimResources:
 
     # -- what subclasses provide ---------------------------------------------------
 
-    def render(self, req, row: tuple, selection) -> dict:
+    def render(self, req, row: ResourceRow, selection) -> dict:
         return self.render_page(req, [row], selection)[0]
 
-    def render_page(self, req, rows: list[tuple], selection) -> list[dict]:
+    def render_page(self, req, rows: list[ResourceRow], selection) -> list[dict]:
         raise NotImplementedError
 
-    def row(self, tenant: str, resource_id: str) -> tuple | None:
+    def row(self, tenant: str, resource_id: str) -> ResourceRow | None:
         raise NotImplementedError
 
     # -- shared flows --------------------------------------------------------------
@@ -87,9 +88,9 @@ class ScimResources:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         row = self._existing_row(req, resource_id)
-        if _matches(req.if_none_match, row[3]):
+        if _matches(req.if_none_match, row.version):
             resp.status = falcon.HTTP_304
-            resp.set_header("ETag", etag(row[3]))
+            resp.set_header("ETag", etag(row.version))
             return
         self._answer(req, resp, row)
 
@@ -97,7 +98,7 @@ class ScimResources:
         written = self.create(req.context.tenant, _object_body(req), req.context.cause)
         row = self._written_row(req, written)
         self._answer(req, resp, row, status=falcon.HTTP_201)
-        resp.location = f"{self.base_url(req)}{self.rt.endpoint}/{row[0]}"
+        resp.location = f"{self.base_url(req)}{self.rt.endpoint}/{row.id}"
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         written = self.replace(req.context.tenant, resource_id, _object_body(req), req.context.cause, _expected_version(req))
@@ -108,7 +109,7 @@ class ScimResources:
         row = self._written_row(req, written)
         if self.answers_patch_without_body(req, resource_id):
             resp.status = falcon.HTTP_204
-            resp.set_header("ETag", etag(row[3]))
+            resp.set_header("ETag", etag(row.version))
             return
         self._answer(req, resp, row)
 
@@ -120,21 +121,21 @@ class ScimResources:
     def answers_patch_without_body(self, req, resource_id: str) -> bool:
         return False
 
-    def _written_row(self, req, written: Written) -> tuple:
+    def _written_row(self, req, written: Written) -> ResourceRow:
         self.directory.catch_up(until=written.position)
         return self._existing_row(req, written.id)
 
-    def _existing_row(self, req, resource_id: str) -> tuple:
+    def _existing_row(self, req, resource_id: str) -> ResourceRow:
         row = self.row(req.context.tenant, resource_id)
         if row is None:
             raise NotFound(f"{self.rt.name} {resource_id} not found")
         return row
 
-    def _answer(self, req, resp, row: tuple, status: str = falcon.HTTP_200) -> None:
+    def _answer(self, req, resp, row: ResourceRow, status: str = falcon.HTTP_200) -> None:
         selection = Selection.of(req)
         resp.status = status
-        resp.set_header("ETag", etag(row[3]))
-        resp.set_header("Content-Location", f"{self.base_url(req)}{self.rt.endpoint}/{row[0]}")
+        resp.set_header("ETag", etag(row.version))
+        resp.set_header("Content-Location", f"{self.base_url(req)}{self.rt.endpoint}/{row.id}")
         body = select(self.rt, self.render(req, row, selection), selection.attributes, selection.excluded)
         if is_lazy(body):
             resp.content_type = "application/scim+json"
@@ -165,8 +166,8 @@ class Users(ScimResources):
     def render_page(self, req, rows, selection):
         base = self.base_url(req)
         wants_groups = may_return(self.rt, "groups", selection.attributes, selection.excluded)
-        groups = self.directory.groups_of_users([r[0] for r in rows]) if wants_groups and rows else {}
-        return [user_resource(row, base, groups.get(row[0], ())) for row in rows]
+        groups = self.directory.groups_of_users([r.id for r in rows]) if wants_groups and rows else {}
+        return [user_resource(row, base, groups.get(row.id, ())) for row in rows]
 
 
 class Groups(ScimResources):
@@ -192,7 +193,7 @@ class Groups(ScimResources):
         base = self.base_url(req)
         if not may_return(self.rt, "members", selection.attributes, selection.excluded):
             return [group_resource(row, base) for row in rows]
-        return [group_resource(row, base, self._members(row[0], base, selection)) for row in rows]
+        return [group_resource(row, base, self._members(row.id, base, selection)) for row in rows]
 
     def _members(self, group_id: str, base: str, selection):
         """A small group's members as a list; a large one's read while the answer is written."""

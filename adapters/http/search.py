@@ -16,7 +16,7 @@ from adapters.http.rendering import is_lazy, list_response, stream_json
 from domain.errors import InvalidFilter, InvalidValue
 from domain.filter import parse_filter, parse_path
 from domain.selection import parse_attribute_list, select
-from projections.directory import Source
+from projections.directory import PageRow, Source
 from projections.filter_sql import compile_filter, compile_filter_lenient, compile_sort_key
 
 DEFAULT_COUNT = 100
@@ -192,15 +192,15 @@ class Searcher:
 
     # -- rendering ---------------------------------------------------------------------
 
-    def _render(self, req, endpoints: list, rows: list[tuple], query: Query) -> list:
+    def _render(self, req, endpoints: list, rows: list[PageRow], query: Query) -> list:
         """The rows as resources, in order, each narrowed to the selection."""
         by_kind = {endpoint.rt.name: endpoint for endpoint in endpoints}
         rendered: dict[int, dict] = {}
         for kind, endpoint in by_kind.items():
-            indexes = [i for i, row in enumerate(rows) if row[0] == kind]
+            indexes = [i for i, row in enumerate(rows) if row.kind == kind]
             if not indexes:
                 continue
-            page = endpoint.render_page(req, [rows[i][1:6] for i in indexes], query)
+            page = endpoint.render_page(req, [rows[i].resource_row() for i in indexes], query)
             for i, resource in zip(indexes, page):
                 rendered[i] = select(endpoint.rt, resource, query.attributes, query.excluded)
         return [rendered[i] for i in range(len(rows))]

@@ -13,7 +13,7 @@ import pytest
 from adapters.http.app import create_app
 from adapters.cli.main import issue_token, main
 from adapters.runtime import Runtime
-from projections import directory as directory_module
+from projections import tracking
 from projections.replay import checksum, exclusive, rebuild, verify
 from tests.conftest import ScimClient
 from tests.samples import ENTRA_CREATE
@@ -105,7 +105,7 @@ def test_writes_during_the_replay_are_not_lost(serving):
 def test_swap_while_serving_keeps_read_your_writes(serving, monkeypatch):
     """Writers create and read back at once while replays swap files under them."""
     runtime, client = serving
-    monkeypatch.setattr(directory_module, "PAGE", 7)  # many small transactions: more interleaving
+    monkeypatch.setattr(tracking, "PAGE", 7)  # many small transactions: more interleaving
     errors: list = []
 
     def writer(offset: int) -> None:
@@ -141,7 +141,7 @@ class Interrupt(BaseException):
 
 def test_an_interrupted_replay_leaves_the_live_file_alone_and_a_rerun_restarts(serving, monkeypatch):
     runtime, client = serving
-    monkeypatch.setattr(directory_module, "PAGE", 2)
+    monkeypatch.setattr(tracking, "PAGE", 2)
     live = runtime.data / "directory.sqlite3"
     runtime.directory.catch_up()
     before, inode = sums(live), os.stat(live).st_ino

@@ -1,0 +1,163 @@
+"""What the audit log makes of each event: the row, the attribute changes with their old
+values (from ``audit_state``, kept per resource as of the log position), and the
+redaction of a person's values on ``User.PersonalDataErased``. ``AuditLog.apply``
+(projections/audit.py) drives it one page at a time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterable
+
+import orjson
+
+from domain.model import Group, Token, User, flatten
+from projections.tracking import utc_text
+
+ERASED = "[erased]"
+
+AUDITED = (
+    User.Provisioned, User.AttributesChanged, User.Deactivated, User.Reactivated, User.Deprovisioned,
+    User.PersonalDataErased,
+    Group.Created, Group.Renamed, Group.AttributesChanged, Group.MembersAdded, Group.MembersRemoved, Group.Deleted,
+    Token.Issued, Token.Revoked,
+)
+EVENT_TYPES = tuple(cls.__qualname__ for cls in AUDITED)  # "User.Deactivated", ...
+
+CAUSE_KEYS = ("actor", "actor_label", "request_id", "method", "path", "client", "user_agent")
+COLUMNS = (
+    "position, time, tenant, event, resource_type, resource_id, version, user_name, display_name, "
+    "actor, actor_label, request_id, method, path, client, user_agent, changes, note"
+)
+
+
+class State:
+    """One resource as the audit log knows it, while a page is applied."""
+
+    __slots__ = ("type", "tenant", "user_name", "display_name", "attributes", "dirty")
+
+    def __init__(self, type_, tenant, user_name, display_name, attributes: dict):
+        self.type, self.tenant = type_, tenant
+        self.user_name, self.display_name, self.attributes = user_name, display_name, attributes
+        self.dirty = False
+
+
+class Page:
+    """What applying one page of events produces: rows, member refs, changed states."""
+
+    def __init__(self, conn, ids: Iterable[str]):
+        self.conn = conn
+        self.rows: list[tuple] = []
+        self.members: list[tuple[str, int]] = []
+        self.states: dict[str, State] = {}
+        found = conn.execute(
+            "SELECT resource_id, resource_type, tenant, user_name, display_name, attributes FROM audit_state "
+            "WHERE resource_id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(list(set(ids))).decode(),),
+        )
+        for resource_id, type_, tenant, user_name, display_name, attributes in found:
+            self.states[resource_id] = State(type_, tenant, user_name, display_name, orjson.loads(attributes))
+
+    def forget(self, resource_id: str) -> None:
+        """Erasure: the resource's state keeps no value of the person."""
+        known = self.states.get(resource_id)
+        if known is not None:
+            known.user_name = known.display_name = None
+            known.attributes = {}
+            known.dirty = True
+
+    def flush(self) -> None:
+        conn = self.conn
+        conn.executemany(f"INSERT OR REPLACE INTO audit ({COLUMNS}) VALUES ({','.join('?' * 18)})", self.rows)
+        conn.executemany("INSERT OR IGNORE INTO audit_members (member_id, position) VALUES (?, ?)", self.members)
+        conn.executemany(
+            "INSERT INTO audit_state (resource_id, resource_type, tenant, user_name, display_name, attributes) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (resource_id) DO UPDATE SET resource_type = excluded.resource_type, "
+            "tenant = excluded.tenant, user_name = excluded.user_name, display_name = excluded.display_name, "
+            "attributes = excluded.attributes",
+            [(rid, s.type, s.tenant, s.user_name, s.display_name, orjson.dumps(s.attributes).decode())
+             for rid, s in self.states.items() if s.dirty],
+        )
+        for s in self.states.values():
+            s.dirty = False
+        self.rows.clear()
+        self.members.clear()
+
+
+def change(event: type, known: State | None, state: dict) -> tuple[State | None, list[dict], str | None]:
+    """The resource's state after ``event`` (a class), the changes ``[{path, old, new}]``, a note."""
+    if event is User.Provisioned or event is Group.Created:
+        kind = "User" if event is User.Provisioned else "Group"
+        extensions = User.EXTENSIONS if kind == "User" else Group.EXTENSIONS
+        flat = flatten(state["attributes"], extensions)
+        after = State(kind, state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
+        return after, [{"path": p, "old": None, "new": v} for p, v in sorted(flat.items())], None
+    if event is Token.Issued:
+        flat = {"label": state["label"], "scope": state["scope"]}
+        if state.get("expires"):
+            flat["expires"] = state["expires"]
+        after = State("Token", state["tenant"], None, state["label"], flat)
+        return after, [{"path": p, "old": None, "new": v} for p, v in flat.items()], None
+    if known is None:
+        return None, [], None
+    flat = known.attributes
+    changes: list[dict] = []
+    note = None
+    if event is User.AttributesChanged or event is Group.AttributesChanged:
+        for path, new in sorted(state["changes"].items()):
+            changes.append({"path": path, "old": flat.get(path), "new": new})
+            if new is None:
+                flat.pop(path, None)
+            else:
+                flat[path] = new
+    elif event is User.Deactivated or event is User.Reactivated:
+        new = event is User.Reactivated
+        changes.append({"path": "active", "old": flat.get("active", True), "new": new})
+        flat["active"] = new
+    elif event is Group.Renamed:
+        changes.append({"path": "displayName", "old": flat.get("displayName"), "new": state["display_name"]})
+        flat["displayName"] = state["display_name"]
+    elif event is Group.MembersAdded:
+        changes = [
+            {"path": f'members[value eq "{m["value"]}"]', "old": None,
+             "new": {"value": m["value"], "type": m.get("type") or "User"}}
+            for m in state["members"]
+        ]
+    elif event is Group.MembersRemoved:
+        changes = [
+            {"path": f'members[value eq "{m}"]', "old": {"value": m}, "new": None}
+            for m in state["member_ids"]
+        ]
+    elif event is Token.Revoked:
+        changes.append({"path": "revoked", "old": False, "new": True})
+        flat["revoked"] = True
+    elif event is User.PersonalDataErased:
+        note = state.get("reason") or None
+    # Deprovisioned, Deleted: the event type says it all.
+    if known.type == "User" and event is not User.PersonalDataErased:
+        known.user_name = flat.get("userName")
+        known.display_name = flat.get("displayName")
+    elif known.type == "Group":
+        known.display_name = flat.get("displayName")
+    return known, changes, note
+
+
+def redact_rows(conn, resource_id: str) -> None:
+    """Redact every value the audit rows hold of one person."""
+    rows = conn.execute("SELECT position, changes FROM audit WHERE resource_id = ?", (resource_id,)).fetchall()
+    conn.executemany(
+        "UPDATE audit SET user_name = NULL, display_name = NULL, changes = ? WHERE position = ?",
+        [(orjson.dumps(redact_changes(orjson.loads(changes))).decode(), position) for position, changes in rows],
+    )
+
+
+def redact_changes(changes: list[dict]) -> list[dict]:
+    return [
+        {**c, "old": None if c.get("old") is None else ERASED, "new": None if c.get("new") is None else ERASED}
+        for c in changes
+    ]
+
+
+def utc(moment: datetime) -> str:
+    """``utc_text``, faster for the usual case (UTC with microseconds): one per event."""
+    iso = moment.isoformat()
+    return iso[:26] + "Z" if len(iso) == 32 and iso.endswith("+00:00") else utc_text(moment)
