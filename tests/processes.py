@@ -17,7 +17,8 @@ A server::
 * Every server runs on a free port of 127.0.0.1, in a process group of its own (so
   gunicorn's workers go down with the arbiter), with the environment of the test run
   minus every ``SCIMLEDGER_*``/``POSTGRES_*``/``PROMETHEUS_*`` setting (``clean_env``),
-  plus what the test passes: ``token`` (the bootstrap token), keyword settings, ``env``.
+  plus what the test passes: ``token`` (the bootstrap token), keyword settings
+  (``SCIMLEDGER_RATE_LIMIT="0"``) or an ``env`` dict; ``args`` adds command-line options.
 * Several nodes: give each ``Server`` its own ``name`` and data directory and the same
   ``store`` URL and ``logs`` directory; their output stays apart (``<name>.stdout.<n>.log``
   and ``<name>.stderr.<n>.log``, one pair per start). ``log_files()`` lists them all
@@ -79,7 +80,8 @@ class Server:
 
     def __init__(self, data: Path | None, logs: Path, token: str | None = None, *, store: str | None = None,
                  workers: int = 2, threads: int = 4, name: str = "server", env: dict | None = None,
-                 command: list[str] | None = None, port: int | None = None, cwd: Path = REPO, **settings: str):
+                 args: tuple[str, ...] = (), command: list[str] | None = None, port: int | None = None,
+                 cwd: Path = REPO, **settings: str):
         self.name, self.data, self.logs, self.cwd = name, Path(data) if data else None, Path(logs), cwd
         self.token = token
         self.port = port or free_port()
@@ -90,6 +92,7 @@ class Server:
                        "--data", str(self.data), "--workers", str(workers), "--threads", str(threads)]
             if store:
                 command += ["--store", store]
+            command += list(args)
         self.command = command
         extra = {**(env or {}), **settings}
         if token:
