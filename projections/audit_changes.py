@@ -11,6 +11,7 @@ from typing import Iterable
 import orjson
 
 from domain.model import Group, Token, User, flatten
+from projections import clients
 from projections.tracking import utc_text
 
 ERASED = "[erased]"
@@ -20,6 +21,7 @@ AUDITED = (
     User.PersonalDataErased,
     Group.Created, Group.Renamed, Group.AttributesChanged, Group.MembersAdded, Group.MembersRemoved, Group.Deleted,
     Token.Issued, Token.Revoked,
+    *clients.AUDITED,  # OAuth clients and access tokens (issue 14)
 )
 EVENT_TYPES = tuple(cls.__qualname__ for cls in AUDITED)  # "User.Deactivated", ...
 
@@ -85,6 +87,9 @@ class Page:
 
 def change(event: type, known: State | None, state: dict) -> tuple[State | None, list[dict], str | None]:
     """The resource's state after ``event`` (a class), the changes ``[{path, old, new}]``, a note."""
+    oauth = clients.audit_change(event.__qualname__, known, state, State)
+    if oauth is not None:
+        return oauth
     if event is User.Provisioned or event is Group.Created:
         kind = "User" if event is User.Provisioned else "Group"
         extensions = User.EXTENSIONS if kind == "User" else Group.EXTENSIONS

@@ -18,7 +18,7 @@ import orjson
 
 from domain.model import Group, Token, User, apply_changes
 from domain.ports import StaleRead
-from projections import directory_query
+from projections import clients, directory_query
 from projections.directory_query import PageRow, ResourceRow, Source
 from projections.directory_schema import DDL, SCHEMA_VERSION
 from projections.tracking import Event, TrackedProjection, file_id, topics_of, utc_text
@@ -70,14 +70,15 @@ _HANDLERS = {
 class Directory(TrackedProjection):
     """Implements ``domain.ports.DirectoryFacts`` and the queries the HTTP layer needs."""
 
-    topics = topics_of(*_HANDLERS)
+    topics = topics_of(*_HANDLERS, *clients.HANDLED)  # + OAuth clients and access tokens (issue 14)
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None):
         """``head`` reads the log's last position (default: ask the recorder)."""
         super().__init__(path, recorder, decode, head)
         self._counts: Counter = Counter()  # (tenant, kind) -> change, flushed with each page
-        self._handlers = {cls: getattr(self, name) for cls, name in _HANDLERS.items()}
+        self._handlers = {cls: getattr(self, name) for cls, name in _HANDLERS.items()} | clients.handlers(utc_text)
+        self.clients = clients.ClientQueries(lambda: self.conn)
         self._create_or_rebuild_schema()
 
     def _create_or_rebuild_schema(self) -> None:
@@ -89,7 +90,7 @@ class Directory(TrackedProjection):
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
             for table in tables:
                 conn.execute(f'DROP TABLE "{table}"')
-            for statement in DDL.split(";"):
+            for statement in (DDL + clients.DDL).split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -9,7 +9,7 @@ as they compare.
 
 # Bump when the tables or what the handlers write change: files of another version are
 # rebuilt from the log when opened.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: OAuth clients (projections/clients.py)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS users (

@@ -7,6 +7,7 @@ import os
 import sys
 
 from adapters.cli import audit as cli_audit
+from adapters.cli import clients as cli_clients
 from adapters.runtime import SCHEMAS_ENV, Runtime
 from adapters.store.tokens import hash_secret, new_secret
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id")
     _common(revoke)
     cli_audit.add_commands(commands, _common)  # audit, history, export, replay, subject-export, erase
+    cli_clients.add_commands(commands, _common)  # client create/list/revoke/rotate (issue 14)
     return parser
 
 
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_audit.run(args)
     runtime = Runtime(args.data, args.store)
     try:
+        if args.command in cli_clients.COMMANDS:
+            return cli_clients.run(args, runtime, _cause)
         if args.token_command == "create":
             print(issue_token(runtime, args.tenant, args.scope, args.label, _normal_expiry(args.expires)))
         elif args.token_command == "list":

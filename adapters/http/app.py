@@ -37,13 +37,16 @@ class Health:
         resp.media = body
 
 
-def create_app(runtime, max_body: int = media.DEFAULT_MAX_BODY) -> falcon.App:
+def create_app(runtime, max_body: int = media.DEFAULT_MAX_BODY, now=None, oauth_settings=None) -> falcon.App:
+    """``now``: the wall clock tokens expire by (tests inject one); ``oauth_settings``:
+    adapters.http.oauth.OAuthSettings (default: from the environment)."""
     # -- reliability & observability (issue 7): logs/metrics first, then auth + rate limits.
     from adapters.http import observability, openapi
 
     observability.instrument(runtime)
     request_log = observability.RequestLog()
-    app = falcon.App(media_type=media.SCIM_JSON, middleware=[request_log, BearerAuth(runtime)])
+    auth = BearerAuth(runtime, now=now)
+    app = falcon.App(media_type=media.SCIM_JSON, middleware=[request_log, auth])
     request_log.router = app._router
     app.add_route("/metrics", observability.Metrics(runtime))
     app.add_route("/openapi.json", openapi.OpenAPI(app))
@@ -78,6 +81,12 @@ def create_app(runtime, max_body: int = media.DEFAULT_MAX_BODY) -> falcon.App:
             app.add_route(path + "/{document_id}", catalogue)
     # -- end of the issue-3 block
     audit_http.install(app, runtime)  # /audit/v1: history, audit queries, time travel (issue 4)
+    import os
+
+    from adapters.http import oauth  # /oauth/token and its RFC 8414 metadata (issue 14)
+
+    settings = oauth_settings or oauth.OAuthSettings.from_env(os.environ)
+    oauth.install(app, runtime, auth.failures, auth.per_token, settings, now)
     return app
 
 

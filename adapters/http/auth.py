@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import falcon
 
+from adapters.store.clients import ACCESS_TOKEN_PREFIX
 from adapters.http.errors import ScimHTTPError
 from adapters.http.ratelimit import Limiter, Settings, retry_after
 from adapters.store.tokens import hash_secret
@@ -27,6 +28,8 @@ log = logging.getLogger("scimledger.auth")
 
 # No token needed: probes, the metrics scrape and the API description.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# The OAuth token endpoint and metadata authenticate clients themselves (adapters/http/oauth.py).
+OAUTH_PATHS = frozenset({"/oauth/token", "/.well-known/oauth-authorization-server"})
 # The scope a token needs, by path prefix: provisioning tokens cannot read the audit
 # trail, and audit tokens cannot provision.
 SCOPE_BY_PREFIX = (("/audit/", "audit"), ("/", "scim"))
@@ -46,8 +49,11 @@ class BearerAuth:
     """Resolves the bearer token to a tenant and scope, after catching the directory up
     so a token revoked on any worker or node is refused at its next request."""
 
-    def __init__(self, runtime, settings: Settings | None = None, clock=None):
+    def __init__(self, runtime, settings: Settings | None = None, clock=None, now=None):
+        """``clock``: the limiters' monotonic clock; ``now``: the wall clock expiry is
+        judged by (an aware datetime; tests inject both)."""
         self.runtime = runtime
+        self.now = now or (lambda: datetime.now(UTC))
         settings = settings or Settings.from_env()
         self.per_token = Limiter(settings.per_token, clock)
         self.failures = Limiter(settings.auth_failures, clock)
@@ -55,7 +61,7 @@ class BearerAuth:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = _request_id(req)
         resp.set_header("X-Request-Id", req.context.request_id)
-        if req.path in OPEN_PATHS:
+        if req.path in OPEN_PATHS or req.path in OAUTH_PATHS:
             return
         address = req.remote_addr or "unknown"
         wait = self.failures.wait(address)
@@ -94,13 +100,19 @@ class BearerAuth:
         # token check and every read after it see each write acknowledged before then.
         directory.catch_up()
         presented = hash_secret(secret)
+        now = utc_text(self.now())
+        if secret.startswith(ACCESS_TOKEN_PREFIX):  # from POST /oauth/token (issue 14)
+            row = directory.clients.access_token(presented, now)
+            if row is None or not hmac.compare_digest(row[4], presented):
+                raise Unauthorized("the access token is not valid, has expired, or its client was revoked or rotated out")
+            return row[0], row[1], row[2], row[3]
         row = directory.token_by_hash(presented)
         if row is None or not hmac.compare_digest(row.secret_hash, presented):
             raise Unauthorized("the bearer token is not valid")
         token_id, tenant, label, scope, expires, revoked = row.id, row.tenant, row.label, row.scope, row.expires, row.revoked
         if revoked:
             raise Unauthorized("the bearer token has been revoked")
-        if expires and expires <= utc_text(datetime.now(UTC)):
+        if expires and expires <= now:
             raise Unauthorized("the bearer token has expired")
         return token_id, tenant, label, scope
 
