@@ -18,6 +18,9 @@ from tests.conftest import ScimClient
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 OPEN_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+# No bearer token, and OAuth error bodies, not SCIM ones: attacked by test_oauth_hostile.py.
+OAUTH_ROUTES = {"/oauth/token", "/.well-known/oauth-authorization-server"}
+OPEN_ROUTES |= OAUTH_ROUTES
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
