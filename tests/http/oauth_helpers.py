@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 
 import falcon.testing
 
-from adapters.app import collapse_slashes, create_app
-from adapters.cli import _cause, issue_token
-from adapters.clients import create_client
+from adapters.http.app import collapse_slashes, create_app
+from adapters.cli.main import _cause, issue_token
+from adapters.store.clients import create_client
 from adapters.http.oauth import OAuthSettings
 
 ISSUER = "https://scim.example.test"

@@ -9,8 +9,8 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from adapters.clients import revoke_client, rotate_client
-from adapters.cli import _cause
+from adapters.store.clients import revoke_client, rotate_client
+from adapters.cli.main import _cause
 from adapters.http.oauth import OAuthSettings
 from tests.http.oauth_helpers import (
     ENTRA_GROUP_PROBE,

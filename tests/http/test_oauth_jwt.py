@@ -13,8 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from adapters.clients import revoke_client
-from adapters.cli import _cause
+from adapters.store.clients import revoke_client
+from adapters.cli.main import _cause
 from adapters.http.jwks import KeySetError, KeySets
 from domain.clients import JWT_BEARER
 from tests.http.oauth_helpers import (
