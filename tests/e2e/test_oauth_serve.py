@@ -14,7 +14,8 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from tests.conftest import fresh_schema
-from tests.e2e.nodes import Node, new_user, request, run_cli, unique
+from tests.processes import Server, request, run_cli
+from tests.samples import user_body
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +23,7 @@ USER_PROBE = "/Users?filter=" + quote('userName eq "07c1a9e2-5b4d-4f0e-9d7a-3f1c
 GROUP_PROBE = "/Groups?excludedAttributes=members&filter=" + quote('displayName eq "5a0e7d51-3a0e-4c1f-9b55-2f4d8c1e7a33"')
 
 
-def token_call(node: Node, client_id: str, secret: str, basic: bool = True) -> tuple[int, dict, dict]:
+def token_call(node: Server, client_id: str, secret: str, basic: bool = True) -> tuple[int, dict, dict]:
     """POST /oauth/token as Entra sends it: form-urlencoded, credentials in Basic (or the body)."""
     fields = {"grant_type": "client_credentials"}
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
@@ -31,7 +32,7 @@ def token_call(node: Node, client_id: str, secret: str, basic: bool = True) -> t
         headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
     else:
         fields |= {"client_id": client_id, "client_secret": secret}
-    req = urllib.request.Request(node.base + "/oauth/token", data=urlencode(fields).encode(), method="POST",
+    req = urllib.request.Request(node.base_url + "/oauth/token", data=urlencode(fields).encode(), method="POST",
                                  headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
@@ -41,18 +42,18 @@ def token_call(node: Node, client_id: str, secret: str, basic: bool = True) -> t
     return status, {k.lower(): v for k, v in raw_headers.items()}, json.loads(body)
 
 
-def access_token(node: Node, client_id: str, secret: str, basic: bool = True) -> str:
+def access_token(node: Server, client_id: str, secret: str, basic: bool = True) -> str:
     status, headers, body = token_call(node, client_id, secret, basic)
     assert status == 200, body
     assert headers["cache-control"] == "no-store"
     return body["access_token"]
 
 
-def scim_status(node: Node, path: str, token: str) -> int:
-    return request("GET", f"{node.base}/scim/v2{path}", token=token)[0]
+def scim_status(node: Server, path: str, token: str) -> int:
+    return request("GET", f"{node.tenant_url}{path}", token=token)[0]
 
 
-def cli_json(*args: str, store: str, data) -> dict:
+def cli_json(*args: str, data, store: str | None = None) -> dict:
     done = run_cli(*args, "--format", "json", store=store, data=data)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -63,11 +64,9 @@ def cli_json(*args: str, store: str, data) -> dict:
 
 @pytest.fixture
 def sqlite_node(tmp_path):
-    store = f"sqlite:///{tmp_path / 'events.sqlite3'}"
-    node = Node("entra", store, tmp_path / "data", tmp_path / "logs").start()
+    node = Server(tmp_path / "data", tmp_path / "logs", "scim_bootstrap-not-used-here", name="entra").start()
     try:
-        node.wait_healthy()
-        node.wait_ready()
+        node.wait_ready(path="/readyz")
         yield node
     finally:
         node.stop()
@@ -76,32 +75,32 @@ def sqlite_node(tmp_path):
 def test_serve_driven_as_entra_with_client_credentials(sqlite_node):
     node = sqlite_node
     created = cli_json("client", "create", "--tenant", "default", "--label", "Entra ID provisioning",
-                       store=node.store, data=node.data)
+                       data=node.data)
     assert set(created) == {"client_id", "client_secret", "token_endpoint"}
     client_id, secret = created["client_id"], created["client_secret"]
-    listing = run_cli("client", "list", store=node.store, data=node.data).stdout
+    listing = run_cli("client", "list", data=node.data).stdout
     assert client_id in listing and secret not in listing
 
-    status, _, metadata = request("GET", node.base + "/.well-known/oauth-authorization-server")
-    assert status == 200 and metadata["token_endpoint"] == node.base + "/oauth/token"
+    status, _, metadata = request("GET", node.base_url + "/.well-known/oauth-authorization-server")
+    assert status == 200 and metadata["token_endpoint"] == node.base_url + "/oauth/token"
 
     token = access_token(node, client_id, secret)  # Entra's blade: Token Endpoint, Client Identifier, Secret
     for probe in (USER_PROBE, GROUP_PROBE):  # "Test connection"
-        status, headers, body = request("GET", f"{node.base}/scim/v2{probe}", token=token)
+        status, headers, body = request("GET", f"{node.tenant_url}{probe}", token=token)
         assert status == 200, body
         assert body["totalResults"] == 0 and body["Resources"] == []
     assert scim_status(node, USER_PROBE, "sat_not-a-token") == 401
 
-    name = unique("ava")
-    status, _, user = request("POST", f"{node.base}/scim/v2/Users", new_user(name), token=token)
+    status, _, user = request("POST", f"{node.tenant_url}/Users", user_body("ava.lind@example.org"), token=token)
     assert status == 201, user
     assert access_token(node, client_id, secret, basic=False)  # client_secret_post works too
 
-    audit = run_cli("audit", "--actor", "Entra ID provisioning", store=node.store, data=node.data)
+    audit = run_cli("audit", "--actor", "Entra ID provisioning", data=node.data)
     assert audit.returncode == 0, audit.stderr
     assert "User.Provisioned" in audit.stdout and "AccessToken.Issued" in audit.stdout
-    logged = node.log_path.read_text(errors="replace")
-    assert secret not in logged and token not in logged
+    for path in node.log_files():
+        logged = path.read_text(errors="replace")
+        assert secret not in logged and token not in logged
 
 
 # -- two nodes, one PostgreSQL --------------------------------------------------------------
@@ -111,13 +110,13 @@ def test_serve_driven_as_entra_with_client_credentials(sqlite_node):
 def two_nodes(postgres_url, tmp_path):
     with fresh_schema(postgres_url, "t_oauth") as schema:
         store = f"{postgres_url}?schema={schema}&pool_size=2"
-        nodes = [Node(name, store, tmp_path / name, tmp_path / "logs") for name in ("a", "b")]
+        nodes = [Server(tmp_path / name, tmp_path / "logs", "scim_bootstrap-not-used-here", store=store, name=name,
+                        SCIMLEDGER_RATE_LIMIT="0") for name in ("a", "b")]
         try:
             for node in nodes:
                 node.start()
             for node in nodes:
-                node.wait_healthy()
-                node.wait_ready()
+                node.wait_ready(path="/readyz")
             yield nodes
         finally:
             for node in nodes:
@@ -127,7 +126,7 @@ def two_nodes(postgres_url, tmp_path):
 @pytest.mark.postgres
 def test_rotate_and_revoke_reach_every_node_at_once(two_nodes, tmp_path):
     a, b = two_nodes
-    store, cli_data = a.store, tmp_path / "cli"
+    store, cli_data = a.command[a.command.index("--store") + 1], tmp_path / "cli"
     created = cli_json("client", "create", "--label", "Entra ID", store=store, data=cli_data)
     client_id, first = created["client_id"], created["client_secret"]
 

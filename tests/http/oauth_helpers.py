@@ -66,13 +66,6 @@ def get_token(client, client_id: str, secret: str, **fields) -> str:
     return reply.json["access_token"]
 
 
-def entra_user(user_name: str) -> dict:
-    """A user as Entra's default mapping creates one."""
-    return {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name, "active": True,
-            "displayName": user_name.split("@")[0], "externalId": user_name.split("@")[0],
-            "emails": [{"primary": True, "type": "work", "value": user_name}]}
-
-
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 

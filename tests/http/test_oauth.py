@@ -12,6 +12,7 @@ import pytest
 from adapters.store.clients import revoke_client, rotate_client
 from adapters.cli.main import _cause
 from adapters.http.oauth import OAuthSettings
+from tests.samples import user_body
 from tests.http.oauth_helpers import (
     ENTRA_GROUP_PROBE,
     ENTRA_USER_PROBE,
@@ -21,7 +22,6 @@ from tests.http.oauth_helpers import (
     assert_oauth_error,
     basic,
     bearer,
-    entra_user,
     get_token,
     long_lived_token,
     new_client,
@@ -208,7 +208,7 @@ def test_failed_client_authentications_use_up_the_shared_throttle(runtime, clock
 
 
 def test_a_token_sees_only_its_clients_tenant(runtime, clock, client):
-    default_user = client.simulate_post("/scim/v2/Users", json=entra_user("ava@example.org"),
+    default_user = client.simulate_post("/scim/v2/Users", json=user_body("ava@example.org"),
                                         headers=bearer(long_lived_token(runtime)))
     assert default_user.status_code == 201
     user_id = default_user.json["id"]
@@ -230,7 +230,7 @@ def test_a_token_holds_its_clients_scope(runtime, clock, client):
 
 def test_what_a_token_changes_names_the_client_label_as_actor(runtime, client, entra):
     token = get_token(client, *entra)
-    created = client.simulate_post("/scim/v2/Users", json=entra_user("ava@example.org"), headers=bearer(token))
+    created = client.simulate_post("/scim/v2/Users", json=user_body("ava@example.org"), headers=bearer(token))
     assert created.status_code == 201, created.text
     causes = [orjson.loads(n.state)["cause"] for n in runtime.ledger.recorder.select_notifications(1, 1000)]
     by_client = [c for c in causes if c.get("actor") == entra[0]]

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from tests.http.oauth_helpers import FORM, Clock, basic, new_client, oauth_app
 
+pytestmark = pytest.mark.security
+
 FIELDS = ("grant_type", "client_id", "client_secret", "scope", "client_assertion", "client_assertion_type",
           "assertion", "code", "redirect_uri")
 text = st.text(max_size=300)
