@@ -29,8 +29,20 @@ class Runtime:
         self.ledger.facts = self.directory
         # Caught up lazily, by audit queries and replay: not on the SCIM write path.
         self.audit = AuditLog(self.data / "audit.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode)
+        # The request log (issue 13): beside the event store, written off the request thread.
+        import os
+
+        from adapters.store.request_log import RequestLogSettings, open_request_log
+        from adapters.store.config import store_env
+
+        self.request_log_settings = RequestLogSettings.from_env(os.environ)
+        self.requests, self.request_writer = open_request_log(
+            self.data, store_env(self.data, self.store), self.request_log_settings)
 
     def close(self) -> None:
+        if self.request_writer is not None:
+            self.request_writer.flush(timeout=2)
+        self.requests.close()
         self.audit.close()
         self.directory.close()
         self.ledger.close()

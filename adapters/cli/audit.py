@@ -357,11 +357,13 @@ def erase_command(runtime, args) -> int:
     from adapters.cli.main import _cause
     from domain.errors import NotFound
 
+    names = subject_names(runtime, args.resource)
     try:
         written = runtime.ledger.erase_user(args.resource, args.reason, _cause(None))
     except NotFound:
         print(f"no user {args.resource}", file=sys.stderr)
         return 1
+    runtime.requests.forget(args.resource, names)  # the request log's rows of the subject (issue 13)
     runtime.directory.catch_up()
     runtime.audit.catch_up()
     # Old values must not linger in the audit file's write-ahead log.
@@ -372,6 +374,19 @@ def erase_command(runtime, args) -> int:
         print(f"user {args.resource}: personal data erased (log position {written.position}); "
               "see docs/audit.md for what this does not reach", file=sys.stderr)
     return 0
+
+
+def subject_names(runtime, resource_id: str) -> list[str]:
+    """The values by which request-log rows may name a user: every userName it had, its emails."""
+    runtime.audit.catch_up()
+    names: set[str] = set()
+    for event in runtime.audit.history(resource_id):
+        if event["resource"].get("userName"):
+            names.add(event["resource"]["userName"])
+        for change in event["changes"]:
+            if change["path"] == "emails" and isinstance(change["new"], list):
+                names.update(e.get("value") for e in change["new"] if isinstance(e, dict) and e.get("value"))
+    return sorted(n for n in names if isinstance(n, str))
 
 
 HANDLERS = {

@@ -8,6 +8,7 @@ import sys
 
 from adapters.cli import audit as cli_audit
 from adapters.cli import clients as cli_clients
+from adapters.cli import requests as cli_requests
 from adapters.runtime import SCHEMAS_ENV, Runtime
 from adapters.store.tokens import hash_secret, new_secret
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="issue a token and print it (only) on stdout")
     create.add_argument("--tenant", default="default")
-    create.add_argument("--scope", choices=("scim", "audit"), default="scim")
+    create.add_argument("--scope", choices=("scim", "audit", "admin"), default="scim")
     create.add_argument("--label", default="")
     create.add_argument("--expires", help="expiry as UTC text, e.g. 2027-01-01T00:00:00Z")
     _common(create)
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(revoke)
     cli_audit.add_commands(commands, _common)  # audit, history, export, replay, subject-export, erase
     cli_clients.add_commands(commands, _common)  # client create/list/revoke/rotate (issue 14)
+    cli_requests.add_command(commands, _common)  # requests (issue 13)
     return parser
 
 
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[SCHEMAS_ENV] = args.schemas
 
         return serve(args)
+    if args.command == "requests":
+        return cli_requests.run(args)
     if args.command in cli_audit.COMMANDS:
         return cli_audit.run(args)
     runtime = Runtime(args.data, args.store)

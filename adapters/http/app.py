@@ -46,7 +46,12 @@ def create_app(runtime, max_body: int = media.DEFAULT_MAX_BODY, now=None, oauth_
     observability.instrument(runtime)
     request_log = observability.RequestLog()
     auth = BearerAuth(runtime, now=now)
-    app = falcon.App(media_type=media.SCIM_JSON, middleware=[request_log, auth])
+    middleware = [request_log, auth]
+    if runtime.request_writer is not None:  # the request log (issue 13): refused requests too
+        from adapters.http.request_log import RecordRequests
+
+        middleware.insert(0, RecordRequests(runtime.request_writer))
+    app = falcon.App(media_type=media.SCIM_JSON, middleware=middleware)
     request_log.router = app._router
     app.add_route("/metrics", observability.Metrics(runtime))
     app.add_route("/openapi.json", openapi.OpenAPI(app))

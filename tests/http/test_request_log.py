@@ -1,0 +1,90 @@
+"""The request log (issue 13): every SCIM request, refused ones too, on both stores;
+retention, size bound, erasure; the ``scimledger requests`` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import falcon.testing
+
+from adapters.store.request_log import RequestLogSettings, is_probe, utc_text
+from tests.conftest import ScimClient
+
+SCIMLEDGER = Path(sys.executable).with_name("scimledger")
+
+
+def _user(name: str) -> dict:
+    return {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name,
+            "emails": [{"value": name, "type": "work", "primary": True}]}
+
+
+def test_every_request_is_logged_with_its_error(client: ScimClient, runtime, app):
+    created = client.post("/Users", json=_user("ava@example.com"))
+    assert created.status_code == 201
+    assert client.get("/Users", params={"filter": "nosuch eq 1"}).status_code == 400
+    assert falcon.testing.TestClient(app).simulate_get("/scim/v2/Users").status_code == 401
+    probe = client.get("/Users", params={"filter": 'userName eq "07c1a9e2-5b4d-4f0e-9d7a-3f1c2b8e6a10"'})
+    assert probe.status_code == 200
+    client.simulate_get("/healthz")  # not SCIM: not logged
+    runtime.request_writer.flush()
+    rows = runtime.requests.search(None)
+    assert [r["status"] for r in rows] == [200, 401, 400, 201]
+    ok, unauthenticated, refused, create = rows
+    assert create["resource_id"] == created.json["id"] and create["token_label"] == "entra"
+    assert create["tenant"] == "default" and create["duration_ms"] > 0
+    assert refused["scim_type"] == "invalidFilter" and "nosuch" in refused["query"]
+    assert unauthenticated["tenant"] is None and unauthenticated["detail"] == "a bearer token is required"
+    assert ok["probe"] == 1 and runtime.requests.last_probe("default")["time"] == ok["time"]
+    assert runtime.requests.search("default", status="4xx") == [refused]
+    assert runtime.requests.search("contoso") == []
+    minutes = runtime.requests.per_minute("default", "2000-01-01")
+    assert sum(n for _, cls, n in minutes if cls == 2) == 2 and sum(n for _, cls, n in minutes if cls == 4) == 1
+    last = runtime.requests.last_of_tokens([create["token_id"]])[create["token_id"]]
+    assert last["time"] == ok["time"]
+
+
+def test_retention_size_and_erasure(sqlite_runtime):
+    store = sqlite_runtime.requests
+    now = datetime.now(UTC)
+    old = utc_text(now - timedelta(days=31))
+    row = ("default", None, None, "GET", "/scim/v2/Users", None, 200, None, None, None, 1.0, None, None, 0)
+    store.insert_many([(old, *row)] + [(utc_text(now), *row)] * 5)
+    store.insert_many([(utc_text(now), "default", None, None, "GET", "/scim/v2/Users/u-1", None, 404, None,
+                        "User u-1 not found", "u-1", 1.0, None, None, 0),
+                       (utc_text(now), "default", None, None, "GET", "/scim/v2/Users",
+                        'filter=userName eq "ava@example.com"', 200, None, None, None, 1.0, None, None, 0)])
+    assert store.prune(30, 1_000_000) == 1
+    assert store.prune(30, 4) == 3  # the oldest beyond the bound
+    assert len(store.search(None)) == 4
+    assert store.forget("u-1", ["ava@example.com"]) == 2
+    assert len(store.search(None)) == 2
+
+
+def test_probe_recognises_the_test_connection_query():
+    assert is_probe("GET", "/scim/v2/Users", 'userName eq "07c1a9e2-5b4d-4f0e-9d7a-3f1c2b8e6a10"', 200)
+    assert not is_probe("GET", "/scim/v2/Users", 'userName eq "ava@example.com"', 200)
+    assert not is_probe("GET", "/scim/v2/Users", 'userName eq "07c1a9e2-5b4d-4f0e-9d7a-3f1c2b8e6a10"', 401)
+
+
+def test_settings():
+    assert RequestLogSettings.from_env({}).enabled
+    assert not RequestLogSettings.from_env({"SCIMLEDGER_REQUEST_LOG": "off"}).enabled
+    assert RequestLogSettings.from_env({"SCIMLEDGER_REQUEST_LOG_DAYS": "7"}).retention_days == 7
+
+
+def test_requests_command(client: ScimClient, runtime, tmp_path):
+    assert client.get("/Users", params={"filter": "nosuch eq 1"}).status_code == 400
+    runtime.request_writer.flush()
+    args = [str(SCIMLEDGER), "requests", "--data", str(runtime.data)]
+    if runtime.store:
+        args += ["--store", runtime.store]
+    shown = subprocess.run(args + ["--status", "4xx", "--since", "1h"], capture_output=True, text=True, check=True)
+    assert "invalidFilter" in shown.stdout and "nosuch" in shown.stdout
+    listed = json.loads(subprocess.run(args + ["--format", "json"], capture_output=True, text=True, check=True).stdout)
+    assert listed[0]["status"] == 400
+    none = subprocess.run(args + ["--status", "5xx"], capture_output=True, text=True, check=True)
+    assert none.stdout == "" and "no requests" in none.stderr
