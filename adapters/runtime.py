@@ -41,7 +41,7 @@ class Runtime:
 
     def close(self) -> None:
         if self.request_writer is not None:
-            self.request_writer.flush(timeout=2)
+            self.request_writer.close()
         self.requests.close()
         self.audit.close()
         self.directory.close()

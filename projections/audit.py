@@ -161,6 +161,7 @@ class AuditLog(TrackedProjection):
                 else:
                     self._erasures.append(resource_id)  # redacted in end_bulk, with the index
             row_state, changes, note = change(e.type, page.states.get(resource_id), state)
+            note = note or (state.get("cause") or {}).get("reason")  # an admin's reason (console, issue 13)
             if row_state is None:
                 continue  # an event of a resource we never saw created: nothing to say
             page.states[resource_id] = row_state

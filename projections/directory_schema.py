@@ -9,7 +9,7 @@ as they compare.
 
 # Bump when the tables or what the handlers write change: files of another version are
 # rebuilt from the log when opened.
-SCHEMA_VERSION = 3  # 3: OAuth clients (projections/clients.py)
+SCHEMA_VERSION = 4  # 3: OAuth clients (projections/clients.py); 4: the console's indexes (issue 13)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS users (
@@ -29,6 +29,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS users_tenant_user_name ON users (tenant, user_
 CREATE INDEX IF NOT EXISTS users_tenant_external_id ON users (tenant, external_id);
 CREATE INDEX IF NOT EXISTS users_tenant_work_email ON users (tenant, work_email);
 CREATE INDEX IF NOT EXISTS users_tenant_created ON users (tenant, created, id);
+-- The console's count of disabled users (issue 13).
+CREATE INDEX IF NOT EXISTS users_tenant_disabled ON users (tenant) WHERE active = 0;
 
 CREATE TABLE IF NOT EXISTS groups (
     id TEXT PRIMARY KEY,

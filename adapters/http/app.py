@@ -92,6 +92,11 @@ def create_app(runtime, max_body: int = media.DEFAULT_MAX_BODY, now=None, oauth_
 
     settings = oauth_settings or oauth.OAuthSettings.from_env(os.environ)
     oauth.install(app, runtime, auth.failures, auth.per_token, settings, now)
+
+    from adapters.http.console import routes as console  # /console: the web console (issue 13)
+
+    console.install(app, runtime, auth.failures, os.environ.get("SCIMLEDGER_CONSOLE_SECRET") or None,
+                    os.environ.get("SCIMLEDGER_TRUST_PROXY", "").lower() in ("1", "yes", "true", "on"))
     return app
 
 

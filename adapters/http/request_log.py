@@ -7,6 +7,7 @@ are recorded too. What it costs the request thread: building one tuple and a
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
@@ -17,6 +18,29 @@ import orjson
 from adapters.store.request_log import TEXT_LIMIT, is_probe
 
 SCIM_PREFIXES = ("/scim/v2", "/api/admin/scim")
+# Query parameters SCIM defines are kept (the refused filter is what an admin needs);
+# any other parameter's value is dropped: it may be a misplaced secret.
+KEPT_PARAMS = frozenset({"filter", "attributes", "excludedattributes", "sortby", "sortorder", "startindex", "count",
+                         "cursor", "aadoptscim062020"})
+SECRET_LIKE = re.compile(r"scim_[A-Za-z0-9_\-]{16,}")
+
+
+def _query(req: falcon.Request) -> str | None:
+    if not req.query_string:
+        return None
+    parts = []
+    for pair in req.query_string.split("&"):
+        name, _, value = pair.partition("=")
+        name = unquote_plus(name)[:64]
+        parts.append(f"{name}={unquote_plus(value)}" if name.lower() in KEPT_PARAMS else f"{name}=[dropped]")
+    return redact("&".join(parts))
+
+
+def redact(text: str | None) -> str | None:
+    """Anything shaped like one of our bearer secrets is masked."""
+    if not text:
+        return text
+    return SECRET_LIKE.sub("scim_[redacted]", text)[:TEXT_LIMIT]
 RESOURCE_SEGMENTS = ("/Users/", "/Groups/")
 
 
@@ -72,12 +96,12 @@ class RecordRequests:
         if status >= 400:
             scim_type, detail = _error_of(resp)
         cause = getattr(req.context, "cause", None) or {}
-        query = unquote_plus(req.query_string)[:TEXT_LIMIT] if req.query_string else None
+        query = _query(req)
         filter_text = req.get_param("filter") if query and "filter" in req.params else None
         self.writer.record((
             _utc_now(), getattr(req.context, "tenant", None), cause.get("actor"), cause.get("actor_label"),
-            req.method, path[:TEXT_LIMIT], query, status, scim_type, detail,
+            req.method, redact(path), query, status, scim_type, redact(detail),
             _resource_of(path, resp.location if status == 201 else None), round(duration, 3),
-            req.remote_addr, getattr(req.context, "request_id", None),
+            req.remote_addr, redact(getattr(req.context, "request_id", None)),
             1 if is_probe(req.method, path, filter_text, status) else 0,
         ))

@@ -305,18 +305,43 @@ class RequestLogWriter:
                 self._thread = thread
 
     def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + self.settings.flush_seconds
-            while len(batch) < 1000:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=left))
-                except queue.Empty:
-                    break
-            self._write(batch)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                deadline = time.monotonic() + self.settings.flush_seconds
+                stop = False
+                while len(batch) < 1000:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        row = self._queue.get(timeout=left)
+                    except queue.Empty:
+                        break
+                    if row is None:
+                        stop = True
+                        break
+                    batch.append(row)
+                self._write(batch)
+                if stop:
+                    return
+        finally:
+            self.store.close()  # this thread's connection
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is queued, then stop the thread (and close its connection)."""
+        thread = self._thread
+        if thread is None:
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        thread.join(timeout)
+        self._thread = None
 
     def _write(self, batch: list[tuple]) -> None:
         try:

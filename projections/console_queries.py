@@ -1,0 +1,96 @@
+"""The few read queries the console needs that the directory and audit projections do
+not already answer (issue 13). Each is bounded: a page, a count by index, or a window
+of time. Everything else the console shows comes from ``Directory`` and ``AuditLog``.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+# The chart's kinds of change, by audit event.
+KIND_OF_EVENT = {
+    "User.Provisioned": "created", "Group.Created": "created",
+    "User.AttributesChanged": "changed", "User.Reactivated": "changed", "Group.Renamed": "changed",
+    "Group.AttributesChanged": "changed", "Group.MembersAdded": "changed", "Group.MembersRemoved": "changed",
+    "User.Deactivated": "disabled",
+    "User.Deprovisioned": "deleted", "Group.Deleted": "deleted", "User.PersonalDataErased": "deleted",
+}
+KINDS = ("created", "changed", "disabled", "deleted")
+GONE = ("User.Deprovisioned", "Group.Deleted", "User.PersonalDataErased")
+
+
+def counts(directory_conn, tenant: str) -> dict:
+    """Users (active, disabled), groups and memberships of a tenant."""
+    kept = dict(directory_conn.execute("SELECT kind, n FROM resource_counts WHERE tenant = ?", (tenant,)).fetchall())
+    disabled = directory_conn.execute(
+        "SELECT count(*) FROM users WHERE tenant = ? AND active = 0", (tenant,)).fetchone()[0]
+    memberships = directory_conn.execute(
+        "SELECT coalesce(sum(member_count), 0) FROM groups WHERE tenant = ?", (tenant,)).fetchone()[0]
+    users = kept.get("User", 0)
+    return {"users": users, "active": users - disabled, "disabled": disabled, "groups": kept.get("Group", 0),
+            "memberships": memberships}
+
+
+def changes_per_hour(audit_conn, tenant: str, since: str) -> list[tuple[str, str, int]]:
+    """``(hour "YYYY-MM-DDTHH", kind, count)`` of user and group changes since ``since``."""
+    rows = audit_conn.execute(
+        "SELECT substr(time, 1, 13), event, count(*) FROM audit WHERE time >= ? AND tenant = ? GROUP BY 1, 2",
+        (since, tenant),
+    ).fetchall()
+    found: dict[tuple[str, str], int] = {}
+    for hour, event, n in rows:
+        kind = KIND_OF_EVENT.get(event)
+        if kind:
+            found[(hour, kind)] = found.get((hour, kind), 0) + n
+    return [(hour, kind, n) for (hour, kind), n in sorted(found.items())]
+
+
+def members_page(directory_conn, tenant: str, group_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
+    """One page of a group's members in id order, after the id ``after``, with names."""
+    rows = directory_conn.execute(
+        "SELECT m.member_id, m.member_type, u.user_name, coalesce(u.display_name, g.display_name), u.active "
+        "FROM memberships m JOIN groups owner ON owner.id = m.group_id AND owner.tenant = ? "
+        "LEFT JOIN users u ON u.id = m.member_id LEFT JOIN groups g ON g.id = m.member_id "
+        "WHERE m.group_id = ? AND m.member_id > ? ORDER BY m.member_id LIMIT ?",
+        (tenant, group_id, after or "", limit + 1),
+    ).fetchall()
+    members = [{"id": r[0], "type": r[1], "userName": r[2], "displayName": r[3],
+                "active": None if r[4] is None else bool(r[4])} for r in rows[:limit]]
+    return members, len(rows) > limit
+
+
+def names_of(directory_conn, tenant: str, ids: list[str]) -> dict[str, str]:
+    """Current userName (users) or displayName (groups) of the ids that still exist."""
+    if not ids:
+        return {}
+    rows = directory_conn.execute(
+        "SELECT id, user_name FROM users WHERE +tenant = ?1 AND id IN (SELECT value FROM json_each(?2)) "
+        "UNION ALL SELECT id, display_name FROM groups WHERE +tenant = ?1 AND id IN (SELECT value FROM json_each(?2))",
+        (tenant, orjson.dumps(ids).decode()),
+    )
+    return dict(rows.fetchall())
+
+
+def directory_as_of(audit_conn, tenant: str, position: int, kind: str, q: str | None, offset: int,
+                    limit: int) -> tuple[int, list[dict]]:
+    """The users or groups of a tenant that existed at log ``position`` (the audit row of
+    each one's last change up to then), by name: ``(total, page)``."""
+    where = "a.event NOT IN (?, ?, ?)"
+    args: list = [*GONE]
+    if q:
+        where += " AND coalesce(a.user_name, a.display_name) LIKE ? ESCAPE '\\'"
+        args.append(q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    last = ("WITH last AS (SELECT resource_id, max(position) AS p FROM audit "
+            "WHERE +tenant = ? AND resource_type = ? AND position <= ? GROUP BY resource_id) ")
+    head = [tenant, kind, position]
+    total = audit_conn.execute(
+        last + f"SELECT count(*) FROM last JOIN audit a ON a.position = last.p WHERE {where}", [*head, *args]
+    ).fetchone()[0]
+    rows = audit_conn.execute(
+        last + "SELECT a.resource_id, a.version, a.user_name, a.display_name, a.time, a.event "
+        f"FROM last JOIN audit a ON a.position = last.p WHERE {where} "
+        "ORDER BY coalesce(a.user_name, a.display_name) COLLATE NOCASE, a.resource_id LIMIT ? OFFSET ?",
+        [*head, *args, limit, offset],
+    ).fetchall()
+    return total, [{"id": r[0], "version": r[1], "userName": r[2], "displayName": r[3], "time": r[4],
+                    "event": r[5]} for r in rows]
