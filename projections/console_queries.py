@@ -94,3 +94,16 @@ def directory_as_of(audit_conn, tenant: str, position: int, kind: str, q: str | 
     ).fetchall()
     return total, [{"id": r[0], "version": r[1], "userName": r[2], "displayName": r[3], "time": r[4],
                     "event": r[5]} for r in rows]
+
+
+def subject_names(audit, resource_id: str) -> list[str]:
+    """The values by which request-log rows may name a user: every userName it had, its emails."""
+    audit.catch_up()
+    names: set[str] = set()
+    for event in audit.history(resource_id):
+        if event["resource"].get("userName"):
+            names.add(event["resource"]["userName"])
+        for change in event["changes"]:
+            if change["path"] == "emails" and isinstance(change["new"], list):
+                names.update(e.get("value") for e in change["new"] if isinstance(e, dict) and e.get("value"))
+    return sorted(n for n in names if isinstance(n, str))

@@ -17,6 +17,9 @@ import orjson
 
 from adapters.http.rendering import group_resource, user_resource
 from projections.audit import Query, event_types, parse_time
+from projections.audit_csv import CSV_COLUMNS
+from projections.audit_csv import csv_row as _flat
+from projections.console_queries import subject_names
 from projections.directory import utc_text
 
 COMMANDS = frozenset({"audit", "history", "export", "replay", "subject-export", "erase"})
@@ -145,18 +148,6 @@ def write_events(events: list[dict], form: str, out: TextIO) -> None:
             e["event"], _resource_label(e["resource"]), summary(e),
         ) for e in events]
         write_table(("position", "time (UTC)", "tenant", "actor", "event", "resource", "changes"), rows, out)
-
-
-CSV_COLUMNS = ("position", "time", "tenant", "event", "resource_type", "resource_id", "version", "user_name",
-               "display_name", "actor_label", "actor", "request_id", "method", "path", "client", "user_agent",
-               "changes", "note")
-
-
-def _flat(e: dict) -> tuple:
-    r, a, q = e["resource"], e["actor"], e["request"]
-    return (e["position"], e["time"], e["tenant"], e["event"], r["type"], r["id"], r["version"], r.get("userName"),
-            r.get("displayName"), a["label"], a["id"], q["id"], q["method"], q["path"], q["client"], q["userAgent"],
-            orjson.dumps(e["changes"]).decode(), e.get("note"))
 
 
 def write_table(header: tuple, rows: list[tuple], out: TextIO) -> None:
@@ -357,7 +348,7 @@ def erase_command(runtime, args) -> int:
     from adapters.cli.main import _cause
     from domain.errors import NotFound
 
-    names = subject_names(runtime, args.resource)
+    names = subject_names(runtime.audit, args.resource)
     try:
         written = runtime.ledger.erase_user(args.resource, args.reason, _cause(None))
     except NotFound:
@@ -374,19 +365,6 @@ def erase_command(runtime, args) -> int:
         print(f"user {args.resource}: personal data erased (log position {written.position}); "
               "see docs/audit.md for what this does not reach", file=sys.stderr)
     return 0
-
-
-def subject_names(runtime, resource_id: str) -> list[str]:
-    """The values by which request-log rows may name a user: every userName it had, its emails."""
-    runtime.audit.catch_up()
-    names: set[str] = set()
-    for event in runtime.audit.history(resource_id):
-        if event["resource"].get("userName"):
-            names.add(event["resource"]["userName"])
-        for change in event["changes"]:
-            if change["path"] == "emails" and isinstance(change["new"], list):
-                names.update(e.get("value") for e in change["new"] if isinstance(e, dict) and e.get("value"))
-    return sorted(n for n in names if isinstance(n, str))
 
 
 HANDLERS = {

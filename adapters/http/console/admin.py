@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import falcon
 
-from adapters.cli_audit import subject_names
 from adapters.http.console.trail import Connect
 from adapters.http.console.web import PREFIX, FormPage, render, secure_headers
-from adapters.tokens import hash_secret, new_secret
+from adapters.store.tokens import hash_secret, new_secret
 from domain.errors import InvalidValue, NotFound
 from projections.audit import parse_time
+from projections.console_queries import subject_names
 
 SCOPES = ("scim", "audit", "admin")
 
@@ -126,7 +126,7 @@ class EraseUser(FormPage):
         if form.get("confirm") != "yes":
             raise InvalidValue("tick the box to confirm")
         reason = _reason(form)
-        names = subject_names(self.runtime, user_id)
+        names = subject_names(self.runtime.audit, user_id)
         self.runtime.ledger.erase_user(user_id, reason, cause_of(req, viewer, reason))
         self.runtime.requests.forget(user_id, names)
         self.runtime.directory.catch_up()

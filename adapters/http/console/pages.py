@@ -11,7 +11,7 @@ import orjson
 
 from adapters.http.console import charts
 from adapters.http.console.web import Page, query_link, render
-from adapters.rendering import user_resource
+from adapters.http.rendering import user_resource
 from domain.errors import InvalidValue, NotFound
 from domain.filter import parse_filter, parse_path
 from projections import console_queries as cq

@@ -10,8 +10,8 @@ import falcon
 from adapters.http.console.session import COOKIE, LOGIN_COOKIE, LOGIN_LIFETIME
 from adapters.http.console.web import (HERE, PREFIX, Console, FormPage, clear_cookie, read_form, render,
                                        secure_headers, session_cookie, set_cookie)
-from adapters.ratelimit import retry_after
-from adapters.tokens import hash_secret
+from adapters.http.ratelimit import retry_after
+from adapters.store.tokens import hash_secret
 from domain.errors import InvalidValue
 from projections.directory import utc_text
 

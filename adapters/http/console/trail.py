@@ -8,12 +8,12 @@ import io
 
 import orjson
 
-from adapters.cli_audit import CSV_COLUMNS, _flat
 from adapters.http.console.pages import moment_param
 from adapters.http.console.web import Page, query_link, render, secure_headers
-from adapters.request_log_store import STATUS_CLASSES
+from adapters.store.request_log import STATUS_CLASSES
 from domain.errors import InvalidValue
 from projections.audit import EVENT_TYPES, Query, event_types
+from projections.audit_csv import CSV_COLUMNS, csv_row
 
 AUDIT_PAGE = 50
 DOWNLOAD_PAGE = 1000
@@ -94,7 +94,7 @@ def _csv(pages):
     writer.writerow(CSV_COLUMNS)
     for events in pages:
         for event in events:
-            writer.writerow(_flat(event))
+            writer.writerow(csv_row(event))
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()
