@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-PLOT_H = 160
-LEFT = 44
-BOTTOM = 22
+WIDTH = 640  # viewBox units; the SVG scales to its box, text with it
+PLOT_H = 150
+LEFT = 34
+BOTTOM = 20
 
 
 def nice_max(value: float) -> int:
@@ -37,9 +38,9 @@ def _short(n: float) -> str:
     return f"{n:g}" if n != int(n) else str(int(n))
 
 
-def stacked_bars(counts: list[tuple[str, str, int]], series: tuple[str, ...], end: datetime, hours: int = 168,
-                 slot: float = 5.0) -> dict:
+def stacked_bars(counts: list[tuple[str, str, int]], series: tuple[str, ...], end: datetime, hours: int = 168) -> dict:
     """``counts`` are ``(hour "YYYY-MM-DDTHH", series, n)``; one bar per hour up to ``end``."""
+    slot = (WIDTH - LEFT - 4) / hours
     first = (end - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
     keys = [(first + timedelta(hours=i)).strftime("%Y-%m-%dT%H") for i in range(hours)]
     index = {k: i for i, k in enumerate(keys)}
@@ -57,17 +58,17 @@ def stacked_bars(counts: list[tuple[str, str, int]], series: tuple[str, ...], en
             if n:
                 h = PLOT_H * n / top
                 y -= h
-                rects.append({"x": round(LEFT + i * slot, 1), "y": round(y, 2), "w": slot - 1, "h": round(h, 2),
+                rects.append({"x": round(LEFT + i * slot, 2), "y": round(y, 2), "w": round(slot * 0.8, 2), "h": round(h, 2),
                               "series": s, "title": f"{keys[i].replace('T', ' ')}:00 UTC — {n} {series[s]}"})
-    x_ticks = [{"x": LEFT + i * slot, "label": keys[i][5:10]} for i in range(hours) if keys[i].endswith("T00")]
-    return {"width": LEFT + hours * slot + 4, "height": PLOT_H + BOTTOM, "plot_h": PLOT_H, "left": LEFT,
+    x_ticks = [{"x": round(LEFT + i * slot, 2), "label": keys[i][5:10]} for i in range(hours) if keys[i].endswith("T00")]
+    return {"width": WIDTH, "height": PLOT_H + BOTTOM, "plot_h": PLOT_H, "left": LEFT,
             "rects": rects, "y_ticks": _y_ticks(top), "x_ticks": x_ticks, "series": series, "totals": totals,
             "total": sum(totals.values())}
 
 
-def stacked_areas(counts: list[tuple[str, int, int]], classes: tuple[int, ...], end: datetime, minutes: int = 1440,
-                  slot: float = 1.0) -> dict:
+def stacked_areas(counts: list[tuple[str, int, int]], classes: tuple[int, ...], end: datetime, minutes: int = 1440) -> dict:
     """``counts`` are ``(minute "YYYY-MM-DDTHH:MM", status class 2..5, n)``."""
+    slot = (WIDTH - LEFT - 4) / minutes
     first = (end - timedelta(minutes=minutes - 1)).replace(second=0, microsecond=0)
     keys = [(first + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M") for i in range(minutes)]
     index = {k: i for i, k in enumerate(keys)}
@@ -85,10 +86,21 @@ def stacked_areas(counts: list[tuple[str, int, int]], classes: tuple[int, ...], 
         upper = [below[i] + grid[i][s] for i in range(minutes)]
         points = [(LEFT + i * slot, PLOT_H - PLOT_H * upper[i] / top) for i in range(minutes)]
         back = [(LEFT + i * slot, PLOT_H - PLOT_H * below[i] / top) for i in reversed(range(minutes))]
-        d = "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in points + back) + " Z"
+        d = "M" + " L".join(f"{x:.2f},{y:.1f}" for x, y in _thin(points) + _thin(back)) + " Z"
         paths.append({"d": d, "series": s})
         below = upper
-    x_ticks = [{"x": LEFT + i * slot, "label": keys[i][11:16]} for i in range(minutes) if keys[i].endswith(("00:00", "06:00", "12:00", "18:00"))]
-    return {"width": LEFT + minutes * slot + 4, "height": PLOT_H + BOTTOM, "plot_h": PLOT_H, "left": LEFT,
+    x_ticks = [{"x": round(LEFT + i * slot, 2), "label": keys[i][11:16]} for i in range(minutes)
+               if keys[i].endswith(("T00:00", "T06:00", "T12:00", "T18:00"))]
+    return {"width": WIDTH, "height": PLOT_H + BOTTOM, "plot_h": PLOT_H, "left": LEFT,
             "paths": paths, "y_ticks": _y_ticks(top), "x_ticks": x_ticks, "series": tuple(f"{c}xx" for c in classes),
             "totals": {f"{c}xx": n for c, n in totals.items()}, "total": sum(totals.values()), "peak": top}
+
+
+def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Drop the middle of each run of equal heights (long quiet stretches cost nothing)."""
+    kept = []
+    for i, point in enumerate(points):
+        if 0 < i < len(points) - 1 and points[i - 1][1] == point[1] == points[i + 1][1]:
+            continue
+        kept.append(point)
+    return kept
