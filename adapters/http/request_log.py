@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
-from urllib.parse import unquote_plus
 
 import falcon
 import orjson
@@ -26,13 +25,17 @@ SECRET_LIKE = re.compile(r"scim_[A-Za-z0-9_\-]{16,}")
 
 
 def _query(req: falcon.Request) -> str | None:
+    """The query as falcon decoded it (parsed once per request anyway), SCIM parameters
+    kept, the values of others dropped."""
     if not req.query_string:
         return None
     parts = []
-    for pair in req.query_string.split("&"):
-        name, _, value = pair.partition("=")
-        name = unquote_plus(name)[:64]
-        parts.append(f"{name}={unquote_plus(value)}" if name.lower() in KEPT_PARAMS else f"{name}=[dropped]")
+    for name, value in req.params.items():
+        if name.lower() not in KEPT_PARAMS:
+            value = "[dropped]"
+        elif isinstance(value, list):
+            value = ",".join(value)
+        parts.append(f"{name[:64]}={value}")
     return redact("&".join(parts))
 
 
@@ -40,7 +43,9 @@ def redact(text: str | None) -> str | None:
     """Anything shaped like one of our bearer secrets is masked."""
     if not text:
         return text
-    return SECRET_LIKE.sub("scim_[redacted]", text)[:TEXT_LIMIT]
+    if "scim_" in text:
+        text = SECRET_LIKE.sub("scim_[redacted]", text)
+    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT]
 RESOURCE_SEGMENTS = ("/Users/", "/Groups/")
 
 
@@ -97,11 +102,12 @@ class RecordRequests:
             scim_type, detail = _error_of(resp)
         cause = getattr(req.context, "cause", None) or {}
         query = _query(req)
-        filter_text = req.get_param("filter") if query and "filter" in req.params else None
+        probe = (status == 200 and query is not None and req.method == "GET" and "filter=" in query
+                 and is_probe(req.method, path, req.get_param("filter"), status))
         self.writer.record((
             _utc_now(), getattr(req.context, "tenant", None), cause.get("actor"), cause.get("actor_label"),
             req.method, redact(path), query, status, scim_type, redact(detail),
             _resource_of(path, resp.location if status == 201 else None), round(duration, 3),
             req.remote_addr, redact(getattr(req.context, "request_id", None)),
-            1 if is_probe(req.method, path, filter_text, status) else 0,
+            1 if probe else 0,
         ))

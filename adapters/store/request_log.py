@@ -54,11 +54,11 @@ CREATE TABLE IF NOT EXISTS {{table}} (
     probe INTEGER NOT NULL DEFAULT 0
 );
 """
+# Two indexes only (each costs every insert): a tenant's rows and a token's rows, newest
+# first. Times grow with ids, so a time bound becomes an id bound (``first_id_since``).
 INDEXES = (
     ("tenant_id", "(tenant, id)"),
-    ("time", "(time)"),
     ("token", "(token_id, id)"),
-    ("resource", "(resource_id)"),
 )
 
 
@@ -183,7 +183,7 @@ class RequestLogStore:
     def prune(self, retention_days: float, max_rows: int, now: datetime | None = None) -> int:
         """Drop rows older than the retention and beyond the size bound; returns how many."""
         cutoff = utc_text((now or datetime.now(UTC)) - timedelta(days=retention_days))
-        gone = self.execute("DELETE FROM {t} WHERE time < ?", (cutoff,)).rowcount
+        gone = self.execute("DELETE FROM {t} WHERE id < ? AND time < ?", (self.first_id_since(cutoff), cutoff)).rowcount
         top = self.execute("SELECT max(id) FROM {t}").fetchone()[0]
         if top is not None and top > max_rows:
             gone += self.execute("DELETE FROM {t} WHERE id <= ?", (top - max_rows,)).rowcount
@@ -202,6 +202,22 @@ class RequestLogStore:
         return gone
 
     # -- reading -----------------------------------------------------------------------
+
+    def first_id_since(self, moment: str) -> int:
+        """The first id whose time is at or after ``moment`` (binary search on the primary
+        key: rows are written in time order, give or take a batch; past the end: max + 1)."""
+        low, high = self.execute("SELECT min(id), max(id) FROM {t}").fetchone()
+        if low is None:
+            return 0
+        high += 1
+        while low < high:
+            middle = (low + high) // 2
+            row = self.execute("SELECT id, time FROM {t} WHERE id >= ? ORDER BY id LIMIT 1", (middle,)).fetchone()
+            if row is None or row[1] >= moment:
+                high = middle
+            else:
+                low = row[0] + 1
+        return low
 
     def search(self, tenant: str | None, status: str | None = None, token: str | None = None,
                path: str | None = None, since: str | None = None, until: str | None = None,
@@ -224,7 +240,10 @@ class RequestLogStore:
         if path:
             where.append("path LIKE ? ESCAPE '\\'")
             args.append("%" + path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        for condition, value in (("time >= ?", since), ("time <= ?", until), ("id < ?", before)):
+        if since is not None:
+            where.append("id >= ? AND time >= ?")
+            args += [self.first_id_since(since), since]
+        for condition, value in (("time <= ?", until), ("id < ?", before)):
             if value is not None:
                 where.append(condition)
                 args.append(value)
@@ -237,9 +256,9 @@ class RequestLogStore:
     def per_minute(self, tenant: str, since: str) -> list[tuple[str, int, int]]:
         """``(minute "YYYY-MM-DDTHH:MM", status class 2..5, count)`` since ``since``."""
         return [tuple(r) for r in self.execute(
-            "SELECT substr(time, 1, 16), status / 100, count(*) FROM {t} WHERE tenant = ? AND time >= ? "
+            "SELECT substr(time, 1, 16), status / 100, count(*) FROM {t} WHERE tenant = ? AND id >= ? AND time >= ? "
             "GROUP BY substr(time, 1, 16), status / 100",
-            (tenant, since),
+            (tenant, self.first_id_since(since), since),
         ).fetchall()]
 
     def last_of_tokens(self, token_ids: list[str]) -> dict[str, dict]:
