@@ -77,6 +77,7 @@ class BearerAuth:
             if self.failures.wait(address):
                 log.warning("authentication failures from %s used up its budget; refusing it for a while", address)
             raise
+        req.context.authenticated = (tenant, token_id, label)  # for the request log, refused or not
         wait = self.per_token.take(token_id)
         if wait:
             raise TooManyRequests("this token is over its request rate; retry later", wait)

@@ -100,12 +100,12 @@ class RecordRequests:
         scim_type = detail = None
         if status >= 400:
             scim_type, detail = _error_of(resp)
-        cause = getattr(req.context, "cause", None) or {}
+        tenant, token_id, label = getattr(req.context, "authenticated", None) or (None, None, None)
         query = _query(req)
         probe = (status == 200 and query is not None and req.method == "GET" and "filter=" in query
                  and is_probe(req.method, path, req.get_param("filter"), status))
         self.writer.record((
-            _utc_now(), getattr(req.context, "tenant", None), cause.get("actor"), cause.get("actor_label"),
+            _utc_now(), tenant, token_id, label,
             req.method, redact(path), query, status, scim_type, redact(detail),
             _resource_of(path, resp.location if status == 201 else None), round(duration, 3),
             req.remote_addr, redact(getattr(req.context, "request_id", None)),

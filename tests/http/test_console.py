@@ -269,3 +269,28 @@ def test_every_page_answers(app, client: ScimClient, audit_token):
     assert csv.text.splitlines()[0].startswith("position,time,tenant,event")
     assert browser.get("/console/users?status=bogus").status_code == 400
     assert browser.get("/console/audit?since=yesterday-ish").status_code == 400
+
+
+def test_a_session_opened_on_one_node_works_on_another(tmp_path, pg_store):
+    from adapters.runtime import Runtime
+
+    one, two = Runtime(tmp_path / "one", pg_store), Runtime(tmp_path / "two", pg_store)
+    try:
+        token = issue_token(one, "default", "audit", "auditor")
+        first = Browser(create_app(one))
+        assert first.sign_in(token).status_code == 303
+        second = Browser(create_app(two))
+        second.cookies = dict(first.cookies)
+        assert second.get("/console/users").status_code == 200
+        page = first.get("/console/")
+        first.post("/console/logout", {"csrf": csrf_of(page.text)})
+        assert second.get("/console/users").status_code == 303  # signed out everywhere
+    finally:
+        one.close()
+        two.close()
+
+
+def test_an_admin_token_reads_the_audit_api_but_cannot_provision(app, admin_token):
+    admin = ScimClient(app, admin_token)
+    assert admin.simulate_get("/audit/v1/events").status_code == 200
+    assert admin.get("/Users").status_code == 403

@@ -12,6 +12,7 @@ from pathlib import Path
 import falcon.testing
 
 from adapters.store.request_log import RequestLogSettings, is_probe, utc_text
+from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
 
 SCIMLEDGER = Path(sys.executable).with_name("scimledger")
@@ -88,3 +89,27 @@ def test_requests_command(client: ScimClient, runtime, tmp_path):
     assert listed[0]["status"] == 400
     none = subprocess.run(args + ["--status", "5xx"], capture_output=True, text=True, check=True)
     assert none.stdout == "" and "no requests" in none.stderr
+
+
+def test_a_token_refused_for_its_scope_or_rate_is_logged_with_its_tenant(runtime, app, client: ScimClient):
+    audit = ScimClient(app, issue_token(runtime, "default", "audit", "auditor"))
+    assert audit.get("/Users").status_code == 403
+    runtime.request_writer.flush()
+    refused = runtime.requests.search("default", status="4xx")
+    assert [(r["status"], r["token_label"]) for r in refused] == [(403, "auditor")]
+
+
+def test_with_postgresql_every_node_sees_every_nodes_requests(tmp_path, pg_store):
+    from adapters.http.app import create_app
+    from adapters.runtime import Runtime
+
+    one, two = Runtime(tmp_path / "one", pg_store), Runtime(tmp_path / "two", pg_store)
+    try:
+        token = issue_token(one, "default", "scim", "entra")
+        assert ScimClient(create_app(one), token).get("/Users", params={"filter": "nosuch eq 1"}).status_code == 400
+        one.request_writer.flush()
+        seen = two.requests.search("default")
+        assert [(r["status"], r["scim_type"]) for r in seen] == [(400, "invalidFilter")]
+    finally:
+        one.close()
+        two.close()
