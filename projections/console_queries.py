@@ -45,6 +45,42 @@ def changes_per_hour(audit_conn, tenant: str, since: str) -> list[tuple[str, str
     return [(hour, kind, n) for (hour, kind), n in sorted(found.items())]
 
 
+def _prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+USER_SORT_COLUMNS = {"userName": "r.user_name", "displayName": "coalesce(r.display_name, '')",
+                     "created": "r.created", "lastModified": "r.last_modified"}
+
+
+def search_users(directory_conn, tenant: str, q: str, active: bool | None, sort: str, descending: bool,
+                 offset: int, limit: int) -> tuple[int, list[tuple]]:
+    """Users whose userName, displayName or work email starts with ``q`` (case-insensitive):
+    ``(total, rows)``, rows ``(id, created, last_modified, version, resource)``.
+
+    Each term is a range of its own index and yields rowids only (an OR of LIKEs would
+    scan the tenant, and fetching ids reads every row); sorted by userName, the page
+    walks the userName index and reads just the rows it shows."""
+    hits = " UNION ".join(f"SELECT rowid FROM users WHERE tenant = ?1 AND {column} LIKE ?2 ESCAPE '\\'"
+                          for column in ("user_name", "display_name", "work_email"))
+    status = "" if active is None else f" AND r.active = {1 if active else 0}"
+    args = (tenant, _prefix(q))
+    if active is None:
+        total = directory_conn.execute(f"SELECT count(*) FROM ({hits})", args).fetchone()[0]
+    else:
+        total = directory_conn.execute(
+            f"SELECT count(*) FROM users r WHERE r.rowid IN ({hits}){status}", args).fetchone()[0]
+    order = "DESC" if descending else "ASC"
+    walk = "INDEXED BY users_tenant_user_name " if sort == "userName" else ""
+    tiebreak = "" if sort == "userName" else f", r.id {order}"  # userName is unique in a tenant
+    rows = directory_conn.execute(
+        f"SELECT r.id, r.created, r.last_modified, r.version, r.resource FROM users r {walk}"
+        f"WHERE r.tenant = ?1 AND r.rowid IN ({hits}){status} "
+        f"ORDER BY {USER_SORT_COLUMNS[sort]} COLLATE NOCASE {order}{tiebreak} LIMIT ?3 OFFSET ?4",
+        (*args, limit, offset)).fetchall()
+    return total, rows
+
+
 def members_page(directory_conn, tenant: str, group_id: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
     """One page of a group's members in id order, after the id ``after``, with names."""
     rows = directory_conn.execute(

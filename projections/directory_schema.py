@@ -29,8 +29,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS users_tenant_user_name ON users (tenant, user_
 CREATE INDEX IF NOT EXISTS users_tenant_external_id ON users (tenant, external_id);
 CREATE INDEX IF NOT EXISTS users_tenant_work_email ON users (tenant, work_email);
 CREATE INDEX IF NOT EXISTS users_tenant_created ON users (tenant, created, id);
--- The console's count of disabled users (issue 13).
+-- The console (issue 13): the count of disabled users, the search by name.
 CREATE INDEX IF NOT EXISTS users_tenant_disabled ON users (tenant) WHERE active = 0;
+CREATE INDEX IF NOT EXISTS users_tenant_display_name ON users (tenant, display_name);
 
 CREATE TABLE IF NOT EXISTS groups (
     id TEXT PRIMARY KEY,

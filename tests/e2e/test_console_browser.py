@@ -8,13 +8,13 @@ fail under CI=true (.ci/run installs Chromium when it is missing).
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.processes import Client, Server, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -31,10 +31,7 @@ HOSTILE = '<script>window.__pwned = 1; alert("x")</script><img src=x onerror="wi
 def launch(playwright):
     """Debian's Chromium, headless; fails under CI when it is missing, else skips."""
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
@@ -43,9 +40,7 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("the playwright package is missing (pip install -e '.[test]')")
-        pytest.skip("the playwright package is missing")
+        skip_or_fail("the playwright package is missing (pip install -e '.[test]')")
     with sync_playwright() as playwright:
         chromium = launch(playwright)
         yield chromium

@@ -1,21 +1,15 @@
 """The request log (issue 13): every SCIM request, refused ones too, on both stores;
-retention, size bound, erasure; the ``scimledger requests`` command."""
+retention, size bound, erasure, several nodes (the command line: tests/e2e/test_requests_cli.py)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import falcon.testing
 
 from adapters.store.request_log import RequestLogSettings, is_probe, utc_text
 from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
-
-SCIMLEDGER = Path(sys.executable).with_name("scimledger")
 
 
 def _user(name: str) -> dict:
@@ -75,20 +69,6 @@ def test_settings():
     assert RequestLogSettings.from_env({}).enabled
     assert not RequestLogSettings.from_env({"SCIMLEDGER_REQUEST_LOG": "off"}).enabled
     assert RequestLogSettings.from_env({"SCIMLEDGER_REQUEST_LOG_DAYS": "7"}).retention_days == 7
-
-
-def test_requests_command(client: ScimClient, runtime, tmp_path):
-    assert client.get("/Users", params={"filter": "nosuch eq 1"}).status_code == 400
-    runtime.request_writer.flush()
-    args = [str(SCIMLEDGER), "requests", "--data", str(runtime.data)]
-    if runtime.store:
-        args += ["--store", runtime.store]
-    shown = subprocess.run(args + ["--status", "4xx", "--since", "1h"], capture_output=True, text=True, check=True)
-    assert "invalidFilter" in shown.stdout and "nosuch" in shown.stdout
-    listed = json.loads(subprocess.run(args + ["--format", "json"], capture_output=True, text=True, check=True).stdout)
-    assert listed[0]["status"] == 400
-    none = subprocess.run(args + ["--status", "5xx"], capture_output=True, text=True, check=True)
-    assert none.stdout == "" and "no requests" in none.stderr
 
 
 def test_a_token_refused_for_its_scope_or_rate_is_logged_with_its_tenant(runtime, app, client: ScimClient):

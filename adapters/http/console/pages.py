@@ -75,19 +75,24 @@ class Users(Page):
         if sort not in USER_SORTS:
             raise InvalidValue(f"sort: one of {', '.join(USER_SORTS)}")
         order = req.get_param("order") or "asc"
-        terms = []
-        if q:
-            terms.append(" or ".join(f"{a} sw {_quoted(q)}" for a in ("userName", "displayName", 'emails[type eq "work"].value')))
-        if status:
-            terms.append(f"active eq {'true' if status == 'active' else 'false'}")
-        user_type = rt.ledger.schemas.user
-        where, params = compile_filter(user_type, parse_filter(" and ".join(f"({t})" for t in terms))) if terms else ("", [])
-        sort_sql, collation = compile_sort_key(user_type, parse_path(USER_SORTS[sort]).attr)
+        if order not in ("asc", "desc"):
+            raise InvalidValue("order: asc or desc")
         rt.directory.catch_up()
         offset = _offset(req)
-        total, rows, more = rt.directory.page(
-            viewer.tenant, [Source("users", "User", where, tuple(params), sort_sql, collation)], PAGE_SIZE,
-            descending=order == "desc", offset=offset)
+        if q:  # by index, term by term (projections.console_queries)
+            active = None if not status else status == "active"
+            total, found = cq.search_users(rt.directory.conn, viewer.tenant, q, active, sort, order == "desc", offset,
+                                           PAGE_SIZE + 1)
+            more, rows = len(found) > PAGE_SIZE, [("User", *r) for r in found[:PAGE_SIZE]]
+        else:  # the SCIM list query: kept counts, sort keys (Directory.page)
+            user_type = rt.ledger.schemas.user
+            where, params = ("", [])
+            if status:
+                where, params = compile_filter(user_type, parse_filter(f"active eq {'true' if status == 'active' else 'false'}"))
+            sort_sql, collation = compile_sort_key(user_type, parse_path(USER_SORTS[sort]).attr)
+            total, rows, more = rt.directory.page(
+                viewer.tenant, [Source("users", "User", where, tuple(params), sort_sql, collation)], PAGE_SIZE,
+                descending=order == "desc", offset=offset)
         users = [user_resource(r[1:6], SCIM_BASE) for r in rows]
         render(resp, "users.html", viewer=viewer, title="Users", nav="users", q=q, state=status, sort=sort,
                order=order, users=users, total=total, offset=offset, more=more, page_size=PAGE_SIZE,
