@@ -104,6 +104,10 @@ def page(browser, site):
     # A refused sign-in answers 401/403, which Chromium reports as a console error too.
     page.on("console", lambda m: problems.append(m.text)
             if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    # Every page asks for our own files only (no /favicon.ico: it would count as a failed
+    # authentication), and gets them.
+    page.on("request", lambda r: problems.append(f"asked for {r.url}")
+            if not r.url.startswith(site["server"].base_url + "/console") else None)
     page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
             if "/console/static/" in r.url and r.status not in (200, 304) else None)
     page.on("pageerror", lambda e: problems.append(str(e)))

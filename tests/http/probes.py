@@ -45,7 +45,9 @@ def routes(app: falcon.App) -> list[Route]:
     found = []
     for info in falcon.inspect.inspect_routes(app):
         methods = tuple(sorted(m.method for m in info.methods if not m.internal and m.method not in ("OPTIONS", "HEAD")))
-        if methods:
+        # The console's HTML pages (cookie sessions, CSRF) have tests of their own:
+        # tests/http/test_console.py and tests/e2e/test_console_browser.py.
+        if methods and not info.path.startswith("/console"):
             found.append(Route(info.path, methods))
     return found
 
