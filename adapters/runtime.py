@@ -29,6 +29,10 @@ class Runtime:
         self.ledger.facts = self.directory
         # Caught up lazily, by audit queries and replay: not on the SCIM write path.
         self.audit = AuditLog(self.data / "audit.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode)
+        # The console's changes per hour (issue 13), caught up lazily by the overview.
+        from projections.activity import Activity
+
+        self.activity = Activity(self.data / "activity.sqlite3", self.ledger.recorder, self.ledger.mapper.transcoder.decode)
         # The request log (issue 13): beside the event store, written off the request thread.
         import os
 
@@ -43,6 +47,7 @@ class Runtime:
         if self.request_writer is not None:
             self.request_writer.close()
         self.requests.close()
+        self.activity.close()
         self.audit.close()
         self.directory.close()
         self.ledger.close()

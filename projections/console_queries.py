@@ -7,15 +7,6 @@ from __future__ import annotations
 
 import orjson
 
-# The chart's kinds of change, by audit event.
-KIND_OF_EVENT = {
-    "User.Provisioned": "created", "Group.Created": "created",
-    "User.AttributesChanged": "changed", "User.Reactivated": "changed", "Group.Renamed": "changed",
-    "Group.AttributesChanged": "changed", "Group.MembersAdded": "changed", "Group.MembersRemoved": "changed",
-    "User.Deactivated": "disabled",
-    "User.Deprovisioned": "deleted", "Group.Deleted": "deleted", "User.PersonalDataErased": "deleted",
-}
-KINDS = ("created", "changed", "disabled", "deleted")
 GONE = ("User.Deprovisioned", "Group.Deleted", "User.PersonalDataErased")
 
 
@@ -29,20 +20,6 @@ def counts(directory_conn, tenant: str) -> dict:
     users = kept.get("User", 0)
     return {"users": users, "active": users - disabled, "disabled": disabled, "groups": kept.get("Group", 0),
             "memberships": memberships}
-
-
-def changes_per_hour(audit_conn, tenant: str, since: str) -> list[tuple[str, str, int]]:
-    """``(hour "YYYY-MM-DDTHH", kind, count)`` of user and group changes since ``since``."""
-    rows = audit_conn.execute(
-        "SELECT substr(time, 1, 13), event, count(*) FROM audit WHERE time >= ? AND tenant = ? GROUP BY 1, 2",
-        (since, tenant),
-    ).fetchall()
-    found: dict[tuple[str, str], int] = {}
-    for hour, event, n in rows:
-        kind = KIND_OF_EVENT.get(event)
-        if kind:
-            found[(hour, kind)] = found.get((hour, kind), 0) + n
-    return [(hour, kind, n) for (hour, kind), n in sorted(found.items())]
 
 
 def _prefix(text: str) -> str:

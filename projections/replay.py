@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
+from projections.activity import Activity
 from projections.audit import AuditLog
 from projections.directory import Directory, ResourceRow
 from projections.tracking import connect
@@ -42,6 +43,7 @@ from projections.tracking import connect
 PROJECTIONS: dict[str, tuple[type, str]] = {
     "directory": (Directory, "directory.sqlite3"),
     "audit": (AuditLog, "audit.sqlite3"),
+    "activity": (Activity, "activity.sqlite3"),  # the console's changes per hour (issue 13)
 }
 SIDECARS = ("", "-wal", "-shm", "-journal")
 CACHE_PAGES = -65536  # 64 MiB page cache while rebuilding (memory stays flat above that)

@@ -59,7 +59,7 @@ def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) ->
     common(export)
 
     replay = commands.add_parser("replay", help="rebuild the projections from the event log and swap them in")
-    replay.add_argument("--only", choices=("directory", "audit"))
+    replay.add_argument("--only", choices=("directory", "audit", "activity"))
     replay.add_argument("--verify", action="store_true",
                         help="rebuild to the side and compare with the live projection; exit 1 if they differ")
     common(replay)
@@ -285,9 +285,9 @@ def directory_lines(directory, tenant: str | None, erased: set[str] = frozenset(
 def replay_command(runtime, args) -> int:
     from projections.replay import exclusive, rebuild, verify
 
-    kinds = [args.only] if args.only else ["directory", "audit"]
+    kinds = [args.only] if args.only else ["directory", "audit", "activity"]
     recorder, decode = runtime.ledger.recorder, runtime.ledger.mapper.transcoder.decode
-    live = {"directory": runtime.directory, "audit": runtime.audit}
+    live = {"directory": runtime.directory, "audit": runtime.audit, "activity": runtime.activity}
     with exclusive(runtime.data):
         if not args.verify:
             for kind in kinds:

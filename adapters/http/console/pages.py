@@ -15,8 +15,10 @@ from adapters.http.rendering import user_resource
 from domain.errors import InvalidValue, NotFound
 from domain.filter import parse_filter, parse_path
 from projections import console_queries as cq
+from projections.activity import KINDS
 from projections.audit import Query, parse_time
 from projections.directory import Source, utc_text
+from projections.directory_query import ResourceRow
 from projections.filter_sql import compile_filter, compile_sort_key
 
 PAGE_SIZE = 50
@@ -47,11 +49,11 @@ class Overview(Page):
     def get(self, req, resp, viewer) -> None:
         rt = self.runtime
         rt.directory.catch_up()
-        rt.audit.catch_up()
         now = datetime.now(UTC)
         counts = cq.counts(rt.directory.conn, viewer.tenant)
-        week = cq.changes_per_hour(rt.audit.conn, viewer.tenant, utc_text(now - timedelta(days=7)))
-        changes = charts.stacked_bars(week, cq.KINDS, now)
+        rt.activity.catch_up()
+        week = rt.activity.per_hour(viewer.tenant, utc_text(now - timedelta(days=7)))
+        changes = charts.stacked_bars(week, KINDS, now)
         minutes = rt.requests.per_minute(viewer.tenant, utc_text(now - timedelta(hours=24)))
         traffic = charts.stacked_areas(minutes, (2, 3, 4, 5), now)
         tokens = [t for t in rt.directory.tokens() if t[1] == viewer.tenant]
@@ -93,7 +95,7 @@ class Users(Page):
             total, rows, more = rt.directory.page(
                 viewer.tenant, [Source("users", "User", where, tuple(params), sort_sql, collation)], PAGE_SIZE,
                 descending=order == "desc", offset=offset)
-        users = [user_resource(r[1:6], SCIM_BASE) for r in rows]
+        users = [user_resource(ResourceRow(*r[1:6]), SCIM_BASE) for r in rows]
         render(resp, "users.html", viewer=viewer, title="Users", nav="users", q=q, state=status, sort=sort,
                order=order, users=users, total=total, offset=offset, more=more, page_size=PAGE_SIZE,
                link=lambda **c: query_link(req, **c))
