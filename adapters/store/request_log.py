@@ -143,7 +143,7 @@ class RequestLogStore:
             try:
                 conn.execute(statement)
             except Exception as error:  # two nodes creating it at once on PostgreSQL
-                if self.pg is None or "already exists" not in str(error):
+                if self.pg is None or not ("already exists" in str(error) or "duplicate key" in str(error)):
                     raise
 
     def _sql(self, sql: str) -> str:

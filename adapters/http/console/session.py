@@ -79,7 +79,7 @@ class Sessions:
             try:
                 self.store.execute(ddl.replace("{k}", self._table(KEY_TABLE)).replace("{e}", self._table(ENDED_TABLE)))
             except Exception as error:  # noqa: BLE001 - two nodes creating it at once
-                if "already exists" not in str(error):
+                if not ("already exists" in str(error) or "duplicate key" in str(error)):
                     raise
         self._tables = True
 
