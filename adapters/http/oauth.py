@@ -209,8 +209,8 @@ def _form(req: falcon.Request) -> dict:
     if len(data) > MAX_FORM:
         raise OAuthError(413, "invalid_request", f"the token request is over {MAX_FORM} bytes")
     try:
-        pairs = parse_qsl(data.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(data),
-                          encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(data.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict",
+                          max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError):
         raise invalid_request("the body is not a valid form (UTF-8, name=value pairs joined by &)") from None
     form: dict[str, str] = {}

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from tests.conftest import fresh_schema
-from tests.processes import Server, request, run_cli
+from tests.processes import Server, request, run_cli, run_script
 from tests.samples import user_body
 
 pytestmark = pytest.mark.e2e
@@ -155,3 +155,11 @@ def test_rotate_and_revoke_reach_every_node_at_once(two_nodes, tmp_path):
     for node in (a, b):
         assert scim_status(node, USER_PROBE, token_c) == 401
         assert token_call(node, client_id, third)[0] == 401
+
+
+def test_bench_oauth_runs_and_prints_its_table():
+    """scripts/bench_oauth at a tiny size: it runs and prints its figures (no timing asserted)."""
+    done = run_script("bench_oauth", "--requests", "20", "--tokens", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for operation in ("POST /oauth/token", "GET probe, long-lived token", "GET probe, access token"):
+        assert operation in done.stdout, done.stdout
