@@ -6,7 +6,7 @@ redaction of a person's values on ``User.PersonalDataErased``. ``AuditLog.apply`
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable
+from typing import Callable, Iterable
 
 import orjson
 
@@ -90,60 +90,104 @@ def change(event: type, known: State | None, state: dict) -> tuple[State | None,
     oauth = clients.audit_change(event.__qualname__, known, state, State)
     if oauth is not None:
         return oauth
-    if event is User.Provisioned or event is Group.Created:
-        kind = "User" if event is User.Provisioned else "Group"
-        extensions = User.EXTENSIONS if kind == "User" else Group.EXTENSIONS
-        flat = flatten(state["attributes"], extensions)
-        after = State(kind, state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
-        return after, [{"path": p, "old": None, "new": v} for p, v in sorted(flat.items())], None
-    if event is Token.Issued:
-        flat = {"label": state["label"], "scope": state["scope"]}
-        if state.get("expires"):
-            flat["expires"] = state["expires"]
-        after = State("Token", state["tenant"], None, state["label"], flat)
-        return after, [{"path": p, "old": None, "new": v} for p, v in flat.items()], None
+    created = _CREATIONS.get(event)
+    if created is not None:
+        after = created(state)
+        return after, [{"path": p, "old": None, "new": v} for p, v in _creation_order(event, after.attributes)], None
     if known is None:
         return None, [], None
     flat = known.attributes
-    changes: list[dict] = []
-    note = None
-    if event is User.AttributesChanged or event is Group.AttributesChanged:
-        for path, new in sorted(state["changes"].items()):
-            changes.append({"path": path, "old": flat.get(path), "new": new})
-            if new is None:
-                flat.pop(path, None)
-            else:
-                flat[path] = new
-    elif event is User.Deactivated or event is User.Reactivated:
-        new = event is User.Reactivated
-        changes.append({"path": "active", "old": flat.get("active", True), "new": new})
-        flat["active"] = new
-    elif event is Group.Renamed:
-        changes.append({"path": "displayName", "old": flat.get("displayName"), "new": state["display_name"]})
-        flat["displayName"] = state["display_name"]
-    elif event is Group.MembersAdded:
-        changes = [
-            {"path": f'members[value eq "{m["value"]}"]', "old": None,
-             "new": {"value": m["value"], "type": m.get("type") or "User"}}
-            for m in state["members"]
-        ]
-    elif event is Group.MembersRemoved:
-        changes = [
-            {"path": f'members[value eq "{m}"]', "old": {"value": m}, "new": None}
-            for m in state["member_ids"]
-        ]
-    elif event is Token.Revoked:
-        changes.append({"path": "revoked", "old": False, "new": True})
-        flat["revoked"] = True
-    elif event is User.PersonalDataErased:
-        note = state.get("reason") or None
-    # Deprovisioned, Deleted: the event type says it all.
+    changes, note = _CHANGES[event](flat, state)
     if known.type == "User" and event is not User.PersonalDataErased:
         known.user_name = flat.get("userName")
         known.display_name = flat.get("displayName")
     elif known.type == "Group":
         known.display_name = flat.get("displayName")
     return known, changes, note
+
+
+def _user_provisioned(state: dict) -> State:
+    flat = flatten(state["attributes"], User.EXTENSIONS)
+    return State("User", state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
+
+
+def _group_created(state: dict) -> State:
+    flat = flatten(state["attributes"], Group.EXTENSIONS)
+    return State("Group", state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
+
+
+def _token_issued(state: dict) -> State:
+    flat = {"label": state["label"], "scope": state["scope"]}
+    if state.get("expires"):
+        flat["expires"] = state["expires"]
+    return State("Token", state["tenant"], None, state["label"], flat)
+
+
+def _creation_order(event: type, flat: dict):
+    return flat.items() if event is Token.Issued else sorted(flat.items())
+
+
+def _attributes_changed(flat: dict, state: dict) -> tuple[list[dict], None]:
+    changes = []
+    for path, new in sorted(state["changes"].items()):
+        changes.append({"path": path, "old": flat.get(path), "new": new})
+        if new is None:
+            flat.pop(path, None)
+        else:
+            flat[path] = new
+    return changes, None
+
+
+def _active(new: bool) -> Callable[[dict, dict], tuple[list[dict], None]]:
+    def changed(flat: dict, state: dict) -> tuple[list[dict], None]:
+        old = flat.get("active", True)
+        flat["active"] = new
+        return [{"path": "active", "old": old, "new": new}], None
+
+    return changed
+
+
+def _renamed(flat: dict, state: dict) -> tuple[list[dict], None]:
+    old = flat.get("displayName")
+    flat["displayName"] = state["display_name"]
+    return [{"path": "displayName", "old": old, "new": state["display_name"]}], None
+
+
+def _members_added(flat: dict, state: dict) -> tuple[list[dict], None]:
+    return [
+        {"path": f'members[value eq "{m["value"]}"]', "old": None,
+         "new": {"value": m["value"], "type": m.get("type") or "User"}}
+        for m in state["members"]
+    ], None
+
+
+def _members_removed(flat: dict, state: dict) -> tuple[list[dict], None]:
+    return [{"path": f'members[value eq "{m}"]', "old": {"value": m}, "new": None} for m in state["member_ids"]], None
+
+
+def _revoked(flat: dict, state: dict) -> tuple[list[dict], None]:
+    flat["revoked"] = True
+    return [{"path": "revoked", "old": False, "new": True}], None
+
+
+def _erased(flat: dict, state: dict) -> tuple[list[dict], str | None]:
+    return [], state.get("reason") or None
+
+
+def _ended(flat: dict, state: dict) -> tuple[list[dict], None]:
+    return [], None  # Deprovisioned, Deleted: the event type says it all
+
+
+_CREATIONS: dict[type, Callable[[dict], State]] = {
+    User.Provisioned: _user_provisioned, Group.Created: _group_created, Token.Issued: _token_issued,
+}
+_CHANGES: dict[type, Callable[[dict, dict], tuple[list[dict], str | None]]] = {
+    User.AttributesChanged: _attributes_changed, Group.AttributesChanged: _attributes_changed,
+    User.Deactivated: _active(False), User.Reactivated: _active(True),
+    Group.Renamed: _renamed, Group.MembersAdded: _members_added, Group.MembersRemoved: _members_removed,
+    Token.Revoked: _revoked, User.PersonalDataErased: _erased, User.Deprovisioned: _ended, Group.Deleted: _ended,
+}
+assert set(_CREATIONS) | set(_CHANGES) | set(clients.AUDITED) == set(AUDITED)
 
 
 def redact_rows(conn, resource_id: str) -> None:
