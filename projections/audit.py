@@ -34,7 +34,7 @@ from projections.audit_changes import (
     utc,
 )
 from projections.audit_query import SLACK, Query, event_dict, event_types, is_uuid, parse_time, shift
-from projections.tracking import Event, TrackedProjection, topics_of
+from projections.tracking import Events, TrackedProjection, topics_of
 
 __all__ = ["AuditLog", "Query", "VersionAt", "ERASED", "EVENT_TYPES", "event_dict", "event_types", "parse_time",
            "redact_changes"]
@@ -148,8 +148,8 @@ class AuditLog(TrackedProjection):
 
     # -- applying a page of events ---------------------------------------------------
 
-    def apply(self, conn, events: list[Event]) -> None:
-        page = Page(conn, [e.id for e in events])
+    def apply(self, conn, events: Events) -> None:
+        page = Page(conn, events.ids())
         for e in events:
             resource_id, state = e.id, e.state
             if e.type is User.PersonalDataErased:

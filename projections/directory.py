@@ -21,7 +21,7 @@ from domain.ports import StaleRead
 from projections import clients, directory_query
 from projections.directory_query import PageRow, ResourceRow, Source
 from projections.directory_schema import DDL, SCHEMA_VERSION
-from projections.tracking import Event, TrackedProjection, file_id, topics_of, utc_text
+from projections.tracking import Events, TrackedProjection, file_id, topics_of, utc_text
 
 __all__ = ["Directory", "PageRow", "ResourceRow", "Source", "TokenRow", "TokenListing", "file_id", "utc_text"]
 
@@ -95,7 +95,7 @@ class Directory(TrackedProjection):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def apply(self, conn: sqlite3.Connection, events: list[Event]) -> None:
+    def apply(self, conn: sqlite3.Connection, events: Events) -> None:
         self._counts.clear()  # what a rolled-back page may have left
         handlers = self._handlers
         for event in events:

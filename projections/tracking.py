@@ -5,9 +5,9 @@ Every projection (the directory, the audit log, and any new one) is a subclass o
 ``Projection`` does (``topics`` + ``process_event``):
 
 * ``topics``: the event topics it reads, made with ``topics_of(*event classes)``;
-* ``apply(conn, events)``: applies one page of ``Event`` records (decoded, in log order,
-  each with its event ``type``, the class) inside the page's transaction; dispatch on
-  ``event.type``, never on the topic text.
+* ``apply(conn, events)``: applies one page of ``Event`` records (``Events``: decoded as
+  iterated, in log order, each with its event ``type``, the class) inside the page's
+  transaction; dispatch on ``event.type``, never on the topic text.
 
 The engine owns everything else, the same for everyone:
 
@@ -122,7 +122,7 @@ class TrackedProjection:
         self._catch_up_lock = threading.Lock()  # one catching-up thread per process
         self._types = {topic: resolve_topic(topic) for topic in self.topics}
 
-    def apply(self, conn: sqlite3.Connection, events: list[Event]) -> None:
+    def apply(self, conn: sqlite3.Connection, events: Events) -> None:
         raise NotImplementedError
 
     # -- connections ---------------------------------------------------------------
@@ -207,9 +207,31 @@ class TrackedProjection:
                 if not full_page:
                     return reached
 
-    def _events(self, notifications: list) -> list[Event]:
-        decode, types, new = self.decode, self._types, tuple.__new__  # Event(...), without its slower __new__
-        return [
-            new(Event, (n.id, str(n.originator_id), n.originator_version, types[n.topic], decode(n.state)))
-            for n in notifications
-        ]
+    def _events(self, notifications: list) -> Events:
+        return Events(notifications, self.decode, self._types)
+
+
+class Events:
+    """One page of the log as ``apply`` gets it: iterating yields ``Event`` records in log
+    order, decoding each only when it is reached (a page's decoded states are not all
+    alive at once: less for the garbage collector to walk); ``ids()`` lists the
+    aggregates' ids without decoding anything."""
+
+    __slots__ = ("_notifications", "_decode", "_types", "_ids")
+
+    def __init__(self, notifications: list, decode: Callable[[bytes], dict], types: dict[str, type]):
+        self._notifications, self._decode, self._types, self._ids = notifications, decode, types, None
+
+    def __len__(self) -> int:
+        return len(self._notifications)
+
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = [str(n.originator_id) for n in self._notifications]
+        return self._ids
+
+    def __iter__(self) -> Iterator[Event]:
+        decode, types, new = self._decode, self._types, tuple.__new__  # Event(...), without its slower __new__
+        ids = self._ids or [str(n.originator_id) for n in self._notifications]
+        for n, aggregate_id in zip(self._notifications, ids):
+            yield new(Event, (n.id, aggregate_id, n.originator_version, types[n.topic], decode(n.state)))
