@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -43,11 +44,23 @@ class Runtime:
         self.requests, self.request_writer = open_request_log(
             self.data, store_env(self.data, self.store), self.request_log_settings)
 
+    @functools.cached_property
+    def feeds(self):
+        """The event feeds (issue 12), built on first use."""
+        import os
+
+        from adapters.feeds import Feeds, FeedSettings
+
+        return Feeds(self.ledger, self.data, self.ledger.mapper.transcoder.decode, log_head(self.ledger),
+                     FeedSettings.from_env(os.environ))
+
     def close(self) -> None:
         if self.request_writer is not None:
             self.request_writer.close()
         self.requests.close()
         self.activity.close()
+        if "feeds" in self.__dict__:
+            self.feeds.close()
         self.audit.close()
         self.directory.close()
         self.ledger.close()

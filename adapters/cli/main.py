@@ -9,6 +9,7 @@ import sys
 from adapters.cli import audit as cli_audit
 from adapters.cli import clients as cli_clients
 from adapters.cli import requests as cli_requests
+from adapters.cli import feeds as cli_feeds
 from adapters.runtime import SCHEMAS_ENV, Runtime
 from adapters.store.tokens import hash_secret, new_secret
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_audit.add_commands(commands, _common)  # audit, history, export, replay, subject-export, erase
     cli_clients.add_commands(commands, _common)  # client create/list/revoke/rotate (issue 14)
     cli_requests.add_command(commands, _common)  # requests (issue 13)
+    cli_feeds.add_commands(commands, _common)  # feed create|list|revoke|rotate-key (issue 12)
     return parser
 
 
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_requests.run(args)
     if args.command in cli_audit.COMMANDS:
         return cli_audit.run(args)
+    if args.command in cli_feeds.COMMANDS:
+        return cli_feeds.run(args)
     runtime = Runtime(args.data, args.store)
     try:
         if args.command in cli_clients.COMMANDS:

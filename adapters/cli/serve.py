@@ -31,6 +31,10 @@ class ScimLedgerServer(BaseApplication):
         # Build (or catch up) the directory from the log in the background; /readyz says
         # 503 until that is done, /healthz answers at once.
         runtime.readiness = Readiness(runtime).start()
+        if runtime.feeds.settings.deliver:  # push delivery of the event feeds (issue 12)
+            from adapters.push import PushWorker
+
+            runtime.push = PushWorker(runtime.feeds).start()
         return collapse_slashes(create_app(runtime))
 
 

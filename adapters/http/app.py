@@ -97,6 +97,10 @@ def create_app(runtime, max_body: int = media.DEFAULT_MAX_BODY, now=None, oauth_
 
     console.install(app, runtime, auth.failures, os.environ.get("SCIMLEDGER_CONSOLE_SECRET") or None,
                     os.environ.get("SCIMLEDGER_TRUST_PROXY", "").lower() in ("1", "yes", "true", "on"))
+
+    from adapters.http import events
+
+    events.install(app, runtime.feeds)  # /events/v1/poll, /.well-known/jwks.json (issue 12)
     return app
 
 

@@ -27,9 +27,11 @@ from projections.directory import utc_text
 log = logging.getLogger("scimledger.auth")
 
 # No token needed: probes, the metrics scrape and the API description.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/.well-known/jwks.json"})
 # The OAuth token endpoint and metadata authenticate clients themselves (adapters/http/oauth.py).
 OAUTH_PATHS = frozenset({"/oauth/token", "/.well-known/oauth-authorization-server"})
+# Authenticated by their own (feed) tokens, in adapters.http.events.
+OWN_AUTH_PREFIXES = ("/events/",)
 # The scope a token needs, by path prefix: provisioning tokens cannot read the audit
 # trail, and audit tokens cannot provision.
 SCOPE_BY_PREFIX = (("/audit/", "audit"), ("/", "scim"))
@@ -62,7 +64,7 @@ class BearerAuth:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = _request_id(req)
         resp.set_header("X-Request-Id", req.context.request_id)
-        if req.path in OPEN_PATHS or req.path in OAUTH_PATHS:
+        if req.path in OPEN_PATHS or req.path in OAUTH_PATHS or req.path.startswith(OWN_AUTH_PREFIXES):
             return
         if req.path == CONSOLE or req.path.startswith(CONSOLE + "/"):
             return  # the console checks its own session cookie (adapters/http/console)

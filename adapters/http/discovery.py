@@ -6,6 +6,7 @@ import falcon
 
 from domain.errors import NotFound
 from domain.schemas import DEFAULT_SCHEMAS, LIST_RESPONSE, SP_CONFIG, SchemaSet
+from domain.sets import EVENT_URIS
 
 
 def service_provider_config(max_results: int, bulk_operations: int = 0, bulk_payload: int = 0,
@@ -36,6 +37,8 @@ def service_provider_config(max_results: int, bulk_operations: int = 0, bulk_pay
                 "primary": True,
             }
         ],
+        # RFC 9967 §2.5: the SCIM events our feeds send (adapters.feeds); no async requests.
+        "securityEvents": {"asyncRequest": "none", "eventUris": list(EVENT_URIS)},
         "meta": {"resourceType": "ServiceProviderConfig", "location": "/ServiceProviderConfig"},
     }
 

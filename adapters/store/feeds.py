@@ -1,0 +1,255 @@
+"""Delivery state of the event feeds, kept in the event store itself (the same SQLite file,
+the same PostgreSQL database and schema), so every node sees one truth and a restart, a
+SIGKILL or a second node neither loses nor reorders a SET.
+
+Tables (created on first use):
+
+``scimledger_feed_state``    per feed: ``position`` (every change up to it is delivered,
+                             acknowledged or handed out to a poller), counters, the last
+                             delivery and the last error, the time of the next push attempt
+``scimledger_feed_pending``  poll feeds: SETs handed out and not yet acknowledged (by the
+                             change's ``txn``, with the ``jti`` of its latest transmission)
+``scimledger_feed_lease``    push feeds: which process delivers the feed, until when; taken
+                             and renewed by one conditional upsert, so two processes never
+                             both hold it
+``scimledger_signing_keys``  the SET signing keys: public JWK in the clear, private key
+                             sealed (adapters.store.signing_keys)
+
+Every write is one short transaction; none is held while rendering, signing or sending.
+Advancing a position is a compare-and-set on the old position (and, for push, on holding
+the lease), so a process that lost its lease cannot move a feed another one now delivers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+PREFIX = "scimledger_"
+DDL = (
+    "CREATE TABLE IF NOT EXISTS {t}feed_state (feed_id TEXT PRIMARY KEY, position BIGINT NOT NULL,"
+    " delivered BIGINT NOT NULL DEFAULT 0, skipped BIGINT NOT NULL DEFAULT 0, last_delivery TEXT,"
+    " last_error TEXT, error_at TEXT, failures INTEGER NOT NULL DEFAULT 0, next_attempt DOUBLE PRECISION)",
+    "CREATE TABLE IF NOT EXISTS {t}feed_pending (feed_id TEXT NOT NULL, txn BIGINT NOT NULL,"
+    " end_position BIGINT NOT NULL, jti TEXT NOT NULL, sent_at DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (feed_id, txn))",
+    "CREATE UNIQUE INDEX IF NOT EXISTS {i}feed_pending_jti ON {t}feed_pending (feed_id, jti)",
+    "CREATE TABLE IF NOT EXISTS {t}feed_lease (feed_id TEXT PRIMARY KEY, holder TEXT NOT NULL,"
+    " expires DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {t}signing_keys (kid TEXT PRIMARY KEY, created DOUBLE PRECISION NOT NULL,"
+    " retire_after DOUBLE PRECISION, public_jwk TEXT NOT NULL, private_sealed TEXT NOT NULL)",
+)
+MAX_ERROR = 300  # characters of a receiver's error kept
+
+
+@dataclass(frozen=True)
+class FeedState:
+    feed_id: str
+    position: int
+    delivered: int
+    skipped: int
+    last_delivery: str | None
+    last_error: str | None
+    error_at: str | None
+    failures: int
+    next_attempt: float | None
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class FeedStore:
+    """The feed tables, on SQLite (a connection per thread to the event store file) or on
+    PostgreSQL (connections from the event store's own pool)."""
+
+    def __init__(self, ledger):
+        env = ledger.env
+        recorder = ledger.recorder
+        self.postgres = type(recorder).__module__ != "eventsourcing.sqlite"
+        self._local = threading.local()
+        if self.postgres:
+            self.datastore = recorder.datastore
+            schema = self.datastore.schema or "public"
+            self.table = f'"{schema}".{PREFIX}'
+            self.mark = "%s"
+        else:
+            self.path = env["SQLITE_DBNAME"]
+            self.table = PREFIX
+            self.mark = "?"
+        with self.transaction() as run:
+            for statement in DDL:
+                run(statement.format(t=self.table, i=PREFIX))
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator:
+        """``run(sql, params) -> cursor`` inside one transaction; ``{t}`` names our tables
+        and ``?`` marks a parameter on both stores."""
+        if self.postgres:
+            import psycopg.rows
+
+            with self.datastore.get_connection() as conn, conn.transaction():
+                cursor = conn.cursor(row_factory=psycopg.rows.tuple_row)
+                yield lambda sql, params=(): cursor.execute(self._sql(sql), params)
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                                      timeout=30)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield lambda sql, params=(): conn.execute(self._sql(sql), params)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("{t}", self.table).replace("?", self.mark)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- state ---------------------------------------------------------------------
+
+    def state(self, feed_id: str, start: int) -> FeedState:
+        """The feed's state, created at ``start`` the first time it is asked for."""
+        with self.transaction() as run:
+            run("INSERT INTO {t}feed_state (feed_id, position) VALUES (?, ?) ON CONFLICT (feed_id) DO NOTHING",
+                (feed_id, start))
+            row = run("SELECT feed_id, position, delivered, skipped, last_delivery, last_error, error_at, failures,"
+                      " next_attempt FROM {t}feed_state WHERE feed_id = ?", (feed_id,)).fetchone()
+        return FeedState(*row)
+
+    def states(self) -> dict[str, FeedState]:
+        with self.transaction() as run:
+            rows = run("SELECT feed_id, position, delivered, skipped, last_delivery, last_error, error_at, failures,"
+                       " next_attempt FROM {t}feed_state").fetchall()
+        return {row[0]: FeedState(*row) for row in rows}
+
+    def advance(self, feed_id: str, old: int, new: int, delivered: int = 0, skipped: int = 0,
+                error: str | None = None, holder: str | None = None) -> bool:
+        """Move the feed from ``old`` to ``new`` (False if it is no longer at ``old``, or
+        ``holder`` no longer holds its lease). ``error``: why a SET was skipped."""
+        lease = ""
+        params: list = [new, delivered, skipped]
+        if delivered:
+            lease += ", last_delivery = ?"
+            params.append(utc_now())
+        if error is not None:
+            lease += ", last_error = ?, error_at = ?"
+            params += [error[:MAX_ERROR], utc_now()]
+        where = "feed_id = ? AND position = ?"
+        params += [feed_id, old]
+        if holder is not None:
+            where += " AND EXISTS (SELECT 1 FROM {t}feed_lease l WHERE l.feed_id = ? AND l.holder = ? AND l.expires > ?)"
+            params += [feed_id, holder, time.time()]
+        with self.transaction() as run:
+            cursor = run("UPDATE {t}feed_state SET position = ?, delivered = delivered + ?, skipped = skipped + ?,"
+                         f" failures = 0, next_attempt = NULL{lease} WHERE {where}", params)
+            return cursor.rowcount == 1
+
+    def failed(self, feed_id: str, error: str, next_attempt: float) -> int:
+        """Record a failed attempt to deliver; returns the number of failures in a row."""
+        with self.transaction() as run:
+            run("UPDATE {t}feed_state SET failures = failures + 1, last_error = ?, error_at = ?, next_attempt = ?"
+                " WHERE feed_id = ?", (error[:MAX_ERROR], utc_now(), next_attempt, feed_id))
+            row = run("SELECT failures FROM {t}feed_state WHERE feed_id = ?", (feed_id,)).fetchone()
+        return row[0] if row else 0
+
+    def note_error(self, feed_id: str, error: str) -> None:
+        with self.transaction() as run:
+            run("UPDATE {t}feed_state SET last_error = ?, error_at = ? WHERE feed_id = ?",
+                (error[:MAX_ERROR], utc_now(), feed_id))
+
+    # -- leases (push) -------------------------------------------------------------
+
+    def take_lease(self, feed_id: str, holder: str, ttl: float) -> bool:
+        """Take or renew the feed's lease for ``ttl`` seconds, unless another holder's
+        lease is still running. One statement, so exactly one contender wins."""
+        now = time.time()
+        with self.transaction() as run:
+            cursor = run(
+                "INSERT INTO {t}feed_lease (feed_id, holder, expires) VALUES (?, ?, ?) ON CONFLICT (feed_id) DO UPDATE"
+                " SET holder = excluded.holder, expires = excluded.expires"
+                " WHERE {t}feed_lease.holder = excluded.holder OR {t}feed_lease.expires < ?",
+                (feed_id, holder, now + ttl, now))
+            return cursor.rowcount == 1
+
+    def release_lease(self, feed_id: str, holder: str) -> None:
+        with self.transaction() as run:
+            run("DELETE FROM {t}feed_lease WHERE feed_id = ? AND holder = ?", (feed_id, holder))
+
+    # -- pending (poll) ------------------------------------------------------------
+
+    def pending(self, feed_id: str, limit: int) -> list[tuple[int, int, str]]:
+        """``(txn, end_position, jti)`` of SETs handed out and not acknowledged, oldest first."""
+        with self.transaction() as run:
+            return [tuple(r) for r in run("SELECT txn, end_position, jti FROM {t}feed_pending WHERE feed_id = ?"
+                                          " ORDER BY txn LIMIT ?", (feed_id, limit)).fetchall()]
+
+    def has_pending(self, feed_id: str) -> int:
+        with self.transaction() as run:
+            return run("SELECT COUNT(*) FROM {t}feed_pending WHERE feed_id = ?", (feed_id,)).fetchone()[0]
+
+    def acknowledge(self, feed_id: str, jtis: list[str], errors: dict[str, str]) -> int:
+        """Forget the SETs acknowledged (or refused with an error) by their ``jti``."""
+        gone = 0
+        with self.transaction() as run:
+            for jti in [*jtis, *errors]:
+                gone += run("DELETE FROM {t}feed_pending WHERE feed_id = ? AND jti = ?", (feed_id, jti)).rowcount
+            if errors:
+                jti, text = next(iter(errors.items()))
+                run("UPDATE {t}feed_state SET last_error = ?, error_at = ?, skipped = skipped + ? WHERE feed_id = ?",
+                    (f"receiver: {text}"[:MAX_ERROR], utc_now(), len(errors), feed_id))
+            if jtis:
+                run("UPDATE {t}feed_state SET delivered = delivered + ?, last_delivery = ? WHERE feed_id = ?",
+                    (len(jtis), utc_now(), feed_id))
+        return gone
+
+    def hand_out(self, feed_id: str, resent: list[tuple[int, str]], new: list[tuple[int, int, str]],
+                 old_position: int, new_position: int) -> None:
+        """Record a poll's answer: the new ``jti`` of each resent SET, the new SETs as
+        pending, the position moved past them. Raises Moved if another poll moved it first."""
+        now = time.time()
+        with self.transaction() as run:
+            if new_position != old_position:
+                cursor = run("UPDATE {t}feed_state SET position = ? WHERE feed_id = ? AND position = ?",
+                             (new_position, feed_id, old_position))
+                if cursor.rowcount != 1:
+                    raise Moved()
+            for txn, jti in resent:
+                run("UPDATE {t}feed_pending SET jti = ?, sent_at = ? WHERE feed_id = ? AND txn = ?",
+                    (jti, now, feed_id, txn))
+            for txn, end, jti in new:
+                run("INSERT INTO {t}feed_pending (feed_id, txn, end_position, jti, sent_at) VALUES (?, ?, ?, ?, ?)",
+                    (feed_id, txn, end, jti, now))
+
+    # -- signing keys --------------------------------------------------------------
+
+    def signing_keys(self) -> list[tuple]:
+        """``(kid, created, retire_after, public_jwk, private_sealed)``, newest first."""
+        with self.transaction() as run:
+            return [tuple(r) for r in run("SELECT kid, created, retire_after, public_jwk, private_sealed"
+                                          " FROM {t}signing_keys ORDER BY created DESC, kid DESC").fetchall()]
+
+    def add_signing_key(self, kid: str, public_jwk: str, private_sealed: str, retire_others_at: float | None) -> None:
+        with self.transaction() as run:
+            if retire_others_at is not None:
+                run("UPDATE {t}signing_keys SET retire_after = ? WHERE retire_after IS NULL OR retire_after > ?",
+                    (retire_others_at, retire_others_at))
+            run("INSERT INTO {t}signing_keys (kid, created, retire_after, public_jwk, private_sealed)"
+                " VALUES (?, ?, NULL, ?, ?)", (kid, time.time(), public_jwk, private_sealed))
+
+
+class Moved(Exception):
+    """Another poll of the same feed moved its position first."""
