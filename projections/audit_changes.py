@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 
 import orjson
 
+from domain.feeds import Feed
 from domain.model import Group, Token, User, flatten
 from projections import clients
 from projections.tracking import utc_text
@@ -22,6 +23,7 @@ AUDITED = (
     Group.Created, Group.Renamed, Group.AttributesChanged, Group.MembersAdded, Group.MembersRemoved, Group.Deleted,
     Token.Issued, Token.Revoked,
     *clients.AUDITED,  # OAuth clients and access tokens (issue 14)
+    Feed.Created, Feed.Revoked,  # the event feeds (issue 12)
 )
 EVENT_TYPES = tuple(cls.__qualname__ for cls in AUDITED)  # "User.Deactivated", ...
 
@@ -123,8 +125,14 @@ def _token_issued(state: dict) -> State:
     return State("Token", state["tenant"], None, state["label"], flat)
 
 
+def _feed_created(state: dict) -> State:
+    """What the operator chose (issue 12), never the token hash or the sealed header value."""
+    keys = ("label", "mode", "resources", "audience", "push_url", "push_header")
+    return State("Feed", state["tenant"], None, state["label"], {k: state[k] for k in keys if state.get(k)})
+
+
 def _creation_order(event: type, flat: dict):
-    return flat.items() if event is Token.Issued else sorted(flat.items())
+    return flat.items() if event in (Token.Issued, Feed.Created) else sorted(flat.items())
 
 
 def _attributes_changed(flat: dict, state: dict) -> tuple[list[dict], None]:
@@ -180,12 +188,13 @@ def _ended(flat: dict, state: dict) -> tuple[list[dict], None]:
 
 _CREATIONS: dict[type, Callable[[dict], State]] = {
     User.Provisioned: _user_provisioned, Group.Created: _group_created, Token.Issued: _token_issued,
+    Feed.Created: _feed_created,
 }
 _CHANGES: dict[type, Callable[[dict, dict], tuple[list[dict], str | None]]] = {
     User.AttributesChanged: _attributes_changed, Group.AttributesChanged: _attributes_changed,
     User.Deactivated: _active(False), User.Reactivated: _active(True),
     Group.Renamed: _renamed, Group.MembersAdded: _members_added, Group.MembersRemoved: _members_removed,
-    Token.Revoked: _revoked, User.PersonalDataErased: _erased, User.Deprovisioned: _ended, Group.Deleted: _ended,
+    Token.Revoked: _revoked, Feed.Revoked: _revoked, User.PersonalDataErased: _erased, User.Deprovisioned: _ended, Group.Deleted: _ended,
 }
 assert set(_CREATIONS) | set(_CHANGES) | set(clients.AUDITED) == set(AUDITED)
 
