@@ -53,33 +53,52 @@ class Failed(Exception):
     """The SET did not get there; try again later."""
 
 
-def post_set(url: str, token: str, header: tuple[str, str] | None, timeout: float) -> None:
-    """POST one SET; returns on 202, raises Refused (400) or Failed (anything else)."""
-    parts = urlsplit(url)
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = {"Content-Type": "application/secevent+jwt", "Accept": "application/json"}
-    if header:
-        headers[header[0]] = header[1]
-    try:
-        connection.request("POST", target, body=token.encode(), headers=headers)
-        response = connection.getresponse()
-        body = response.read(MAX_RESPONSE)
-    except (OSError, http.client.HTTPException) as error:
-        raise Failed(f"{type(error).__name__}: {error}"[:200]) from None
-    finally:
-        connection.close()
-    if response.status == 202:
-        return
-    if response.status == 400:
-        try:
-            answer = orjson.loads(body)
-            reason = f"{answer.get('err')}: {answer.get('description', '')}"
-        except (orjson.JSONDecodeError, AttributeError):
-            reason = "400 without an RFC 8935 err body"
-        raise Refused(f"receiver refused the SET: {reason}"[:300])
-    raise Failed(f"HTTP {response.status} {response.reason}"[:200])
+class Receiver:
+    """The feed's receiver, over one kept-alive connection (a new one after any failure)."""
+
+    def __init__(self, url: str, header: tuple[str, str] | None, timeout: float):
+        parts = urlsplit(url)
+        self.connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.headers = {"Content-Type": "application/secevent+jwt", "Accept": "application/json"}
+        if header:
+            self.headers[header[0]] = header[1]
+        self.connection = None
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def post(self, token: str) -> None:
+        """POST one SET; returns on 202, raises Refused (400) or Failed (anything else)."""
+        for attempt in (1, 2):
+            reused = self.connection is not None
+            if not reused:
+                self.connection = self.connection_class(self.host, self.port, timeout=self.timeout)
+            try:
+                self.connection.request("POST", self.target, body=token.encode(), headers=self.headers)
+                response = self.connection.getresponse()
+                body = response.read(MAX_RESPONSE)
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                if reused and attempt == 1 and not isinstance(error, TimeoutError):
+                    continue  # the receiver closed the idle connection: once more on a new one
+                raise Failed(f"{type(error).__name__}: {error}"[:200]) from None
+            if response.will_close or not response.isclosed():
+                self.close()  # closing, or an answer over the size limit left unread
+            break
+        if response.status == 202:
+            return
+        if response.status == 400:
+            try:
+                answer = orjson.loads(body)
+                reason = f"{answer.get('err')}: {answer.get('description', '')}"
+            except (orjson.JSONDecodeError, AttributeError):
+                reason = "400 without an RFC 8935 err body"
+            raise Refused(f"receiver refused the SET: {reason}"[:300])
+        raise Failed(f"HTTP {response.status} {response.reason}"[:200])
 
 
 def backoff(failures: int, cap: float) -> float:
@@ -123,6 +142,7 @@ class PushWorker:
 
     def _run(self, feed_id: str) -> None:
         store = self.feeds.store
+        receiver = None
         try:
             while not self.stopping.is_set():
                 feed = self.feeds.registry.get(feed_id)
@@ -132,18 +152,22 @@ class PushWorker:
                     if not store.take_lease(feed_id, self.holder, LEASE):
                         self.stopping.wait(RENEW)
                         continue
-                    self._deliver(feed)
+                    if receiver is None:
+                        receiver = Receiver(feed.push_url, self.feeds.push_header(feed), self.feeds.settings.push_timeout)
+                    self._deliver(feed, receiver)
                 except Exception:  # noqa: BLE001 - store trouble: retry, never die
                     log.warning("push %s: delivery interrupted", feed_id, exc_info=True)
                     self.stopping.wait(1.0)
         finally:
+            if receiver is not None:
+                receiver.close()
             try:
                 store.release_lease(feed_id, self.holder)
             except Exception:  # noqa: BLE001
                 pass
             store.close()
 
-    def _deliver(self, feed) -> None:
+    def _deliver(self, feed, receiver: Receiver) -> None:
         """Deliver while holding the lease; returns to renew it or when there is nothing."""
         store, settings = self.feeds.store, self.feeds.settings
         renew_at = time.monotonic() + RENEW
@@ -159,7 +183,6 @@ class PushWorker:
                 time.sleep(IDLE)
             return
         self.feeds.registry.catch_up()  # erasures and revocations up to now
-        header = self.feeds.push_header(feed)
         changes, reached = self.feeds.log.changes(feed, state.position, head)
         position = state.position
         for change in changes:
@@ -169,7 +192,7 @@ class PushWorker:
             if rendered is None:
                 continue
             try:
-                post_set(feed.push_url, rendered[1], header, settings.push_timeout)
+                receiver.post(rendered[1])
             except Refused as refused:
                 if not store.advance(feed.id, position, change.end, skipped=1, error=str(refused), holder=self.holder):
                     return

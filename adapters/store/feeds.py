@@ -16,6 +16,10 @@ Tables (created on first use):
                              sealed (adapters.store.signing_keys)
 
 Every write is one short transaction; none is held while rendering, signing or sending.
+Durability: these commits are not flushed to disk one by one (SQLite ``synchronous=NORMAL``
+on this connection, PostgreSQL ``synchronous_commit off`` for these transactions; the log
+itself keeps its full durability). A killed process loses nothing; a power loss may forget
+the last positions moved, so some SETs are sent again: at-least-once, never a SET lost.
 Advancing a position is a compare-and-set on the old position (and, for push, on holding
 the lease), so a process that lost its lease cannot move a feed another one now delivers.
 """
@@ -96,15 +100,17 @@ class FeedStore:
 
             with self.datastore.get_connection() as conn, conn.transaction():
                 cursor = conn.cursor(row_factory=psycopg.rows.tuple_row)
-                yield lambda sql, params=(): cursor.execute(self._sql(sql), params)
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")  # see the module's note on durability
+                yield _Run(cursor, self._sql)
             return
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                                       timeout=30)
+            conn.execute("PRAGMA synchronous=NORMAL")  # this connection only; see the module's note on durability
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield lambda sql, params=(): conn.execute(self._sql(sql), params)
+            yield _Run(conn, self._sql)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -203,10 +209,11 @@ class FeedStore:
 
     def acknowledge(self, feed_id: str, jtis: list[str], errors: dict[str, str]) -> int:
         """Forget the SETs acknowledged (or refused with an error) by their ``jti``."""
-        gone = 0
+        gone = len(jtis) + len(errors)
+        if not gone:
+            return 0
         with self.transaction() as run:
-            for jti in [*jtis, *errors]:
-                gone += run("DELETE FROM {t}feed_pending WHERE feed_id = ? AND jti = ?", (feed_id, jti)).rowcount
+            run.many("DELETE FROM {t}feed_pending WHERE feed_id = ? AND jti = ?", [(feed_id, j) for j in [*jtis, *errors]])
             if errors:
                 jti, text = next(iter(errors.items()))
                 run("UPDATE {t}feed_state SET last_error = ?, error_at = ?, skipped = skipped + ? WHERE feed_id = ?",
@@ -227,12 +234,12 @@ class FeedStore:
                              (new_position, feed_id, old_position))
                 if cursor.rowcount != 1:
                     raise Moved()
-            for txn, jti in resent:
-                run("UPDATE {t}feed_pending SET jti = ?, sent_at = ? WHERE feed_id = ? AND txn = ?",
-                    (jti, now, feed_id, txn))
-            for txn, end, jti in new:
-                run("INSERT INTO {t}feed_pending (feed_id, txn, end_position, jti, sent_at) VALUES (?, ?, ?, ?, ?)",
-                    (feed_id, txn, end, jti, now))
+            if resent:
+                run.many("UPDATE {t}feed_pending SET jti = ?, sent_at = ? WHERE feed_id = ? AND txn = ?",
+                         [(jti, now, feed_id, txn) for txn, jti in resent])
+            if new:
+                run.many("INSERT INTO {t}feed_pending (feed_id, txn, end_position, jti, sent_at) VALUES (?, ?, ?, ?, ?)",
+                         [(feed_id, txn, end, jti, now) for txn, end, jti in new])
 
     # -- signing keys --------------------------------------------------------------
 
@@ -249,6 +256,21 @@ class FeedStore:
                     (retire_others_at, retire_others_at))
             run("INSERT INTO {t}signing_keys (kid, created, retire_after, public_jwk, private_sealed)"
                 " VALUES (?, ?, NULL, ?, ?)", (kid, time.time(), public_jwk, private_sealed))
+
+
+class _Run:
+    """``run(sql, params)`` and ``run.many(sql, rows)`` on one transaction's cursor."""
+
+    __slots__ = ("target", "sql")
+
+    def __init__(self, target, sql):
+        self.target, self.sql = target, sql
+
+    def __call__(self, sql: str, params=()):
+        return self.target.execute(self.sql(sql), params)
+
+    def many(self, sql: str, rows: list) -> None:
+        self.target.executemany(self.sql(sql), rows)
 
 
 class Moved(Exception):

@@ -17,10 +17,12 @@ from adapters.cli.main import issue_token
 from tests.conftest import ScimClient
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
-OPEN_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+OPEN_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/.well-known/jwks.json"}
 # No bearer token, and OAuth error bodies, not SCIM ones: attacked by test_oauth_hostile.py.
 OAUTH_ROUTES = {"/oauth/token", "/.well-known/oauth-authorization-server"}
 OPEN_ROUTES |= OAUTH_ROUTES
+# Authenticated by a feed token, answering RFC 8936 errors (adapters/http/events.py).
+FEED_ROUTES = {"/events/v1/poll"}
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 

@@ -20,7 +20,7 @@ from adapters.cli.main import issue_token
 from adapters.store.tokens import hash_secret, new_secret
 from projections.directory import utc_text
 from tests.conftest import ScimClient
-from tests.http.probes import OAUTH_ROUTES, OPEN_ROUTES, routes, scim_error
+from tests.http.probes import FEED_ROUTES, OAUTH_ROUTES, OPEN_ROUTES, routes, scim_error
 
 pytestmark = pytest.mark.security
 
@@ -99,6 +99,11 @@ def test_scopes_are_enforced_on_every_route(sqlite_runtime, sqlite_app):
             if route.template in OPEN_ROUTES:
                 response = anonymous.simulate_request(method, path, headers={"Authorization": ""})
                 assert response.status_code in (200, 503), (path, response.status_code)
+                continue
+            if route.template in FEED_ROUTES:  # neither a SCIM nor an audit token opens a feed
+                for client in (scim, audit, anonymous):
+                    response = client.simulate_request(method, path, json={})
+                    assert response.status_code == 401 and response.json["err"] == "authentication_failed", path
                 continue
             wrong = scim if route.audit else audit
             scim_error(wrong.simulate_request(method, path, json={}), 403)
