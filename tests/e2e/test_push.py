@@ -7,15 +7,13 @@ at a kill). Every SET is verified with the JWKS the server publishes."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
+import uuid
 
 import pytest
 
-from tests.e2e.nodes import REPO, SCIMLEDGER, TOKEN, Node, new_user, request, scim, unique
 from tests.e2e.set_receiver import Receiver, collapsed, wait_for
-from tests.processes import clean_env, free_port
+from tests.processes import Server, free_port, request, run_cli
+from tests.samples import unique, user_body
 
 pytestmark = pytest.mark.e2e
 SECRET = "feeds-secret-for-the-push-tests-0123456789"
@@ -23,73 +21,54 @@ FAST_RETRIES = {"SCIMLEDGER_PUSH_TIMEOUT": "0.5", "SCIMLEDGER_PUSH_MAX_BACKOFF":
                 "SCIMLEDGER_FEEDS_SECRET": SECRET}
 
 
-class FeedNode(Node):
-    """A node with the feed settings of these tests."""
-
-    def __init__(self, *args, **env):
-        super().__init__(*args)
-        self.extra = env
-
-    def start(self) -> "FeedNode":
-        command = [str(SCIMLEDGER), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", str(self.data),
-                   "--store", self.store, "--workers", "2", "--threads", "4"]
-        env = clean_env(SCIMLEDGER_BOOTSTRAP_TOKEN=TOKEN, SCIMLEDGER_RATE_LIMIT="0", **self.extra)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def jwks(self) -> dict:
-        status, _, body = request("GET", self.base + "/.well-known/jwks.json")
-        assert status == 200
-        return body
+def node(tmp_path, name: str, store: str | None = None, data=None) -> Server:
+    return Server(data or tmp_path / name, tmp_path / "logs", f"push-{uuid.uuid4().hex}", store=store, name=name,
+                  SCIMLEDGER_RATE_LIMIT="0", **FAST_RETRIES)
 
 
-def feed_cli(*args: str, store: str, data, **env) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(SCIMLEDGER), "feed", *args, "--store", store, "--data", str(data)], cwd=REPO,
-                          env=clean_env(**env), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+def jwks(server: Server) -> dict:
+    status, _, body = request("GET", server.base_url + "/.well-known/jwks.json")
+    assert status == 200
+    return body
+
+
+def feed_cli(*args: str, store: str | None, data) -> str:
+    done = run_cli("feed", *args, store=store, data=data, **FAST_RETRIES)
     assert done.returncode == 0, done.stderr
-    return done
+    return done.stdout
 
 
-def create_feed(store, data, url, *extra, **env) -> dict:
+def create_feed(store, data, url, *extra) -> dict:
     return json.loads(feed_cli("create", "--label", "push test", "--push", url, "--format", "json", *extra,
-                               store=store, data=data, **env).stdout)
+                               store=store, data=data))
 
 
-def feed_row(store, data, feed_id, **env) -> dict:
-    rows = json.loads(feed_cli("list", "--format", "json", store=store, data=data, **env).stdout)
-    return next(r for r in rows if r["id"] == feed_id)
+def feed_row(store, data, feed_id) -> dict:
+    return next(r for r in json.loads(feed_cli("list", "--format", "json", store=store, data=data))
+                if r["id"] == feed_id)
 
 
-def create_users(node, n: int) -> list[str]:
+def create_users(server: Server, n: int) -> list[str]:
     ids = []
     for _ in range(n):
-        status, _, body = scim(node, "POST", "/Users", new_user(unique("push")))
+        status, _, body = server.scim("POST", "/Users", user_body(unique("push")))
         assert status == 201, body
         ids.append(body["id"])
     return ids
 
 
 def test_push_retries_until_the_receiver_recovers_and_skips_a_refused_set(tmp_path):
-    data = tmp_path / "data"
-    store = f"sqlite://{data}/events.sqlite3"
+    data, store = tmp_path / "data", None
     receiver = Receiver(free_port())  # not listening yet: connections are refused
-    feed = create_feed(store, data, receiver.url, "--push-header", "Authorization: Bearer receiver-secret",
-                       **FAST_RETRIES)
-    dead = create_feed(store, data, f"http://127.0.0.1:{free_port()}/never", **FAST_RETRIES)
-    node = FeedNode("push", store, data, tmp_path / "logs", **FAST_RETRIES).start()
+    feed = create_feed(store, data, receiver.url, "--push-header", "Authorization: Bearer receiver-secret")
+    dead = create_feed(store, data, f"http://127.0.0.1:{free_port()}/never")
+    server = node(tmp_path, "push", data=data)
     try:
-        node.wait_healthy()
-        node.wait_ready()
-        ids = create_users(node, 6)
+        server.start().wait_ready(path="/readyz")
+        ids = create_users(server, 6)
 
         def error_is(text):
-            return lambda: text in (feed_row(store, data, feed["id"], **FAST_RETRIES)["last_error"] or "")
+            return lambda: text in (feed_row(store, data, feed["id"])["last_error"] or "")
 
         wait_for(error_is("ConnectionRefused"), 30, "a refused connection to be recorded")
         receiver.mode, receiver.delay = "hang", 1.5
@@ -97,72 +76,69 @@ def test_push_retries_until_the_receiver_recovers_and_skips_a_refused_set(tmp_pa
         wait_for(error_is("timed out"), 30, "a timeout to be recorded")
         receiver.mode = "fail"
         wait_for(error_is("HTTP 503"), 30, "a 503 to be recorded")
-        row = feed_row(store, data, feed["id"], **FAST_RETRIES)
+        row = feed_row(store, data, feed["id"])
         assert row["failures"] >= 1 and row["delivered"] == 0 and row["next_attempt"]
         receiver.mode = "accept"
         wait_for(lambda: len(set(receiver.txns())) == 6, 30, "the six SETs after recovery")
 
-        claims = receiver.claims(node.jwks(), feed["audience"])
+        claims = receiver.claims(jwks(server), feed["audience"])
         assert [c["sub_id"]["uri"] for c in claims] == [f"/Users/{i}" for i in ids]  # in order, none lost
         assert collapsed(receiver.txns()) == sorted(set(receiver.txns()))
         first = receiver.received[0]["headers"]
         assert first["Authorization"] == "Bearer receiver-secret"
         assert first["Content-Type"] == "application/secevent+jwt"
         # The dead receiver's feed is still retrying; it delayed nothing above.
-        stuck = feed_row(store, data, dead["id"], **FAST_RETRIES)
+        stuck = feed_row(store, data, dead["id"])
         assert stuck["delivered"] == 0 and stuck["failures"] >= 1 and stuck["lag"] > 0
 
         # A 400 is recorded and that SET skipped; the next one is delivered.
         receiver.mode = "refuse"
-        create_users(node, 1)
-        wait_for(lambda: feed_row(store, data, feed["id"], **FAST_RETRIES)["skipped"] == 1, 30, "the refused SET")
-        assert "invalid_request" in feed_row(store, data, feed["id"], **FAST_RETRIES)["last_error"]
+        create_users(server, 1)
+        wait_for(lambda: feed_row(store, data, feed["id"])["skipped"] == 1, 30, "the refused SET")
+        assert "invalid_request" in feed_row(store, data, feed["id"])["last_error"]
         receiver.mode = "accept"
-        (last,) = create_users(node, 1)
+        (last,) = create_users(server, 1)
         wait_for(lambda: len(set(receiver.txns())) == 7, 30, "the SET after the refused one")
-        assert receiver.claims(node.jwks(), feed["audience"])[-1]["sub_id"]["uri"] == f"/Users/{last}"
+        assert receiver.claims(jwks(server), feed["audience"])[-1]["sub_id"]["uri"] == f"/Users/{last}"
     finally:
-        node.stop()
+        server.stop()
         receiver.close()
 
 
 def test_sigkill_mid_delivery_loses_and_reorders_nothing(tmp_path):
     data = tmp_path / "data"
-    store = f"sqlite://{data}/events.sqlite3"
     receiver = Receiver(free_port(), mode="slow", delay=0.05).start()
-    feed = create_feed(store, data, receiver.url, **FAST_RETRIES)
-    node = FeedNode("kill", store, data, tmp_path / "logs", **FAST_RETRIES).start()
+    feed = create_feed(None, data, receiver.url)
+    server = node(tmp_path, "kill", data=data)
     try:
-        node.wait_healthy()
-        node.wait_ready()
-        ids = create_users(node, 40)
+        server.start().wait_ready(path="/readyz")
+        ids = create_users(server, 40)
         wait_for(lambda: len(receiver.received) >= 8, 60, "some SETs before the kill")
-        node.kill()
+        server.kill()
         delivered_before = len(receiver.received)
         assert delivered_before < 40, "delivery finished before the kill; slow the receiver down"
-        node.start().wait_healthy()
+        server.start().wait_ready()
         wait_for(lambda: len(set(receiver.txns())) == 40, 90, "every SET after the restart")
         txns = receiver.txns()
         assert collapsed(txns) == sorted(set(txns))  # in order; a repeat only of the SET in flight
         assert len(txns) - len(set(txns)) <= 1
-        claims = receiver.claims(node.jwks(), feed["audience"])
+        claims = receiver.claims(jwks(server), feed["audience"])
         assert list(dict.fromkeys(c["sub_id"]["uri"] for c in claims)) == [f"/Users/{i}" for i in ids]
         assert len({c["jti"] for c in claims}) == len(claims)  # a retransmission has a new jti
     finally:
-        node.stop()
+        server.stop()
         receiver.close()
 
 
 @pytest.mark.postgres
 def test_two_nodes_on_postgresql_deliver_each_set_once_in_order(tmp_path, pg_store):
     receiver = Receiver(free_port(), mode="slow", delay=0.02).start()
-    feed = create_feed(pg_store, tmp_path / "cli", receiver.url, **FAST_RETRIES)
-    nodes = [FeedNode(name, pg_store, tmp_path / name, tmp_path / "logs", **FAST_RETRIES).start() for name in ("a", "b")]
+    feed = create_feed(pg_store, tmp_path / "cli", receiver.url)
+    nodes = [node(tmp_path, name, store=pg_store) for name in ("a", "b")]
     try:
-        for node in nodes:
-            node.wait_healthy()
-            node.wait_ready()
-        assert nodes[0].jwks() == nodes[1].jwks()  # one signing key for both
+        for server in nodes:
+            server.start().wait_ready(path="/readyz")
+        assert jwks(nodes[0]) == jwks(nodes[1])  # one signing key for both
         ids = []
         for i in range(30):
             ids += create_users(nodes[i % 2], 1)
@@ -175,9 +151,9 @@ def test_two_nodes_on_postgresql_deliver_each_set_once_in_order(tmp_path, pg_sto
         wait_for(lambda: len(set(receiver.txns())) == 40, 90, "the SETs after one node was killed")
         txns = receiver.txns()
         assert collapsed(txns) == sorted(set(txns)) and len(txns) - len(set(txns)) <= 1
-        uris = [c["sub_id"]["uri"] for c in receiver.claims(nodes[1].jwks(), feed["audience"])]
+        uris = [c["sub_id"]["uri"] for c in receiver.claims(jwks(nodes[1]), feed["audience"])]
         assert list(dict.fromkeys(uris)) == [f"/Users/{i}" for i in ids + more]
     finally:
-        for node in nodes:
-            node.stop()
+        for server in nodes:
+            server.stop()
         receiver.close()
