@@ -86,6 +86,8 @@ class FeedStore:
             self.table = PREFIX
             self.mark = "?"
         with self.transaction() as run:
+            if self.postgres:  # nodes starting at once: CREATE ... IF NOT EXISTS races in PostgreSQL
+                run("SELECT pg_advisory_xact_lock(hashtext('scimledger feed tables'))")
             for statement in DDL:
                 run(statement.format(t=self.table, i=PREFIX))
 
