@@ -21,6 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from domain import uniqueness
 from domain.attributes import missing_required, normalize, parse_members
 from domain.batch import Batch
+from domain.locking import AggregateLocks, LockTimeout, ProcessLocks
 from domain.bulk import BulkOperation, BulkOutcome, run_operations
 from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed
 from domain.model import Cause, Group, NameClaim, Resource, Tenant, Token, User
@@ -28,7 +29,7 @@ from domain.patch import apply_patch, carry_immutable
 from domain.ports import DirectoryFacts, StaleRead
 from domain.schemas import DEFAULT_SCHEMAS, ResourceType, SchemaSet
 
-MAX_ATTEMPTS = 12
+RETRY_SECONDS = 15.0  # a command gives up (503, Retry-After) after this long; Entra waits 60 s
 T = TypeVar("T")
 
 
@@ -45,14 +46,17 @@ class Ledger(Application):
     # Observers the adapters may set (metrics): events recorded by a save, a retried conflict.
     on_recorded: Callable[[int], None] | None = None
     on_retry: Callable[[], None] | None = None
+    retry_seconds: float = RETRY_SECONDS
 
     def __init__(self, env: dict | None = None, facts: DirectoryFacts | None = None,
-                 schemas: SchemaSet = DEFAULT_SCHEMAS):
+                 schemas: SchemaSet = DEFAULT_SCHEMAS, locks: AggregateLocks | None = None):
         """``facts``: the directory the use cases consult (``domain.ports``); ``schemas``: the
-        resource types served (the built-in ones unless configured with more)."""
+        resource types served (the built-in ones unless configured with more); ``locks``: what
+        commands on one aggregate queue on (``domain.locking``; in-process unless given)."""
         super().__init__(env=env)
         self.facts = facts
         self.schemas = schemas
+        self.locks: AggregateLocks = locks or ProcessLocks()
         self._thread = threading.local()  # the Batch open on this thread, if any (run_bulk)
 
     # -- users ---------------------------------------------------------------------
@@ -99,7 +103,7 @@ class Ledger(Application):
             user = self._live(User, tenant, user_id, expected_version)
             return self._save(user, user, *self._deprovisioning(user, cause))
 
-        return self._retrying(attempt)
+        return self._retrying(attempt, user_id)
 
     def erase_user(self, user_id: str, reason: str, cause: Cause) -> Written:
         """Erase a person's personal data (docs/audit.md): deprovision the user if still
@@ -113,7 +117,7 @@ class Ledger(Application):
             user.erase_personal_data(reason, cause)
             return self._save(user, user, *others)
 
-        return self._retrying(attempt)
+        return self._retrying(attempt, user_id)
 
     def _deprovisioning(self, user: User, cause: Cause) -> list:
         """Deprovision ``user``: free its userName and take it out of its groups; returns
@@ -134,7 +138,7 @@ class Ledger(Application):
             user.change(new, cause)
             return self._save(user, user, *claims)
 
-        return self._retrying(attempt)
+        return self._retrying(attempt, user_id)
 
     # -- groups --------------------------------------------------------------------
 
@@ -168,7 +172,7 @@ class Ledger(Application):
             wanted_ids = {m["value"] for m in wanted}
             return self._change_group(group, new, [m for m in current if m not in wanted_ids], current, wanted, cause)
 
-        return self._retrying(attempt)
+        return self._retrying(attempt, group_id)
 
     def patch_group(self, tenant: str, group_id: str, operations: list, cause: Cause, expected_version: int | None = None) -> Written:
         def attempt() -> Written:
@@ -188,7 +192,7 @@ class Ledger(Application):
                 removed = outcome.members_removed
             return self._change_group(group, outcome.attributes, removed, current, added, cause)
 
-        return self._retrying(attempt)
+        return self._retrying(attempt, group_id)
 
     def delete_group(self, tenant: str, group_id: str, cause: Cause, expected_version: int | None = None) -> Written:
         def attempt() -> Written:
@@ -197,7 +201,7 @@ class Ledger(Application):
             group.delete(cause)
             return self._save(group, group, *claims)
 
-        return self._retrying(attempt)
+        return self._retrying(attempt, group_id)
 
     def _change_group(self, group: Group, attributes: dict, removed: list[str], current: set[str], added: list[dict], cause: Cause) -> Written:
         claims = self._unique_claims(self.schemas.group, group.tenant, group.attributes, attributes, str(group.id), cause)
@@ -286,7 +290,7 @@ class Ledger(Application):
             token.revoke(cause)
             return self._save(token, token)
 
-        return self._retrying(attempt)
+        return self._retrying(attempt, token_id)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -339,18 +343,30 @@ class Ledger(Application):
         position = recordings[-1].notification.id if recordings else None
         return Written(str(subject.id), subject.version, position)
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` again when another writer changed the same aggregates first."""
+    def _retrying(self, attempt: Callable[[], T], *subjects: str) -> T:
+        """Run ``attempt`` holding the locks of ``subjects`` (the existing aggregates the
+        command changes), again when another writer changed the same aggregates first,
+        until ``retry_seconds`` have passed: then Conflict (503 with Retry-After)."""
         if self._batch() is not None:
             return attempt()  # inside run_bulk, which retries the whole request
-        for tries in range(MAX_ATTEMPTS):
-            try:
-                return attempt()
-            except (IntegrityError, StaleRead):
-                if self.on_retry:
-                    self.on_retry()
-                # Jittered backoff, so writers racing for one group stop colliding.
-                time.sleep(random.uniform(0, 0.002 * 2 ** min(tries, 5)))
+        deadline = time.monotonic() + self.retry_seconds
+        try:
+            with self.locks.hold(subjects, deadline):
+                tries = 0
+                while True:
+                    try:
+                        return attempt()
+                    except (IntegrityError, StaleRead):
+                        if self.on_retry:
+                            self.on_retry()
+                        # Jittered backoff, so writers racing for one group stop colliding.
+                        pause = random.uniform(0, 0.002 * 2 ** min(tries, 5))
+                        if time.monotonic() + pause >= deadline:
+                            break
+                        time.sleep(pause)
+                        tries += 1
+        except LockTimeout:
+            pass
         raise Conflict("too many concurrent changes to the same resource; retry the request")
 
 

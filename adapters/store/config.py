@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.utils import get_topic
 
-from adapters.store import postgres as pgstore, schema_version
+from adapters.store import postgres as pgstore, schema_version, sqlitestore
 from adapters.store.transcoder import OrjsonTranscoder
 from domain.ports import DirectoryFacts
 from domain.schemas import DEFAULT_SCHEMAS, SchemaSet
@@ -66,7 +66,7 @@ def store_env(data: Path, url: str | None) -> dict:
     env = {"TRANSCODER_TOPIC": get_topic(OrjsonTranscoder)}
     if not url or url.startswith("sqlite"):
         path = urlsplit(url).path if url else str(data / "events.sqlite3")
-        env |= {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
+        env |= {"PERSISTENCE_MODULE": get_topic(sqlitestore.Factory), "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "10"}
         return env
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
@@ -106,6 +106,19 @@ def is_postgres(env: dict) -> bool:
     return env.get("PERSISTENCE_MODULE") == get_topic(pgstore.Factory)
 
 
+def aggregate_locks(env: dict):
+    """The locks commands on one aggregate queue on (``domain.locking``): a lock file beside
+    a SQLite store, PostgreSQL advisory locks on a shared one; in-process otherwise."""
+    from adapters.store.locks import AdvisoryLocks
+    from domain.locking import ProcessLocks
+
+    if is_postgres(env):
+        conninfo = schema_version.pg_conninfo(env)
+        conninfo["options"] = "-c idle_in_transaction_session_timeout=60000"
+        return AdvisoryLocks(conninfo)
+    return sqlitestore.locks_for(env.get("SQLITE_DBNAME", "")) or ProcessLocks()
+
+
 def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None,
                 schemas: SchemaSet = DEFAULT_SCHEMAS) -> Ledger:
     """The ledger on the configured store, after checking the store's schema version.
@@ -122,7 +135,8 @@ def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None
         ledger_class = GroupCommitLedger
     try:
         with _stamped(env):
-            return ledger_class(env=env, facts=facts, schemas=schemas)  # creates the library's tables on first use
+            # creates the library's tables on first use
+            return ledger_class(env=env, facts=facts, schemas=schemas, locks=aggregate_locks(env))
     except _unreachable() as error:
         raise StoreUnreachable(_redacted(url), error) from error
 

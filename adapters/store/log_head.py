@@ -27,6 +27,8 @@ class SqliteLogHead:
 
 def log_head(ledger) -> Callable[[], int]:
     recorder = ledger.recorder
-    if type(recorder).__module__ == "eventsourcing.sqlite" and ledger.env.get("SQLITE_DBNAME", "").find(":memory:") < 0:
+    from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+    if isinstance(recorder, SQLiteApplicationRecorder) and ledger.env.get("SQLITE_DBNAME", "").find(":memory:") < 0:
         return SqliteLogHead(ledger.env["SQLITE_DBNAME"], recorder.events_table_name)
     return lambda: recorder.max_notification_id() or 0

@@ -132,7 +132,7 @@ def _now() -> str:
 
 def read_version(env: dict) -> int | None:
     """The version a store (given by its eventsourcing env) is stamped with, None if none."""
-    if env.get("PERSISTENCE_MODULE", "").endswith("sqlite"):
+    if "sqlite" in env.get("PERSISTENCE_MODULE", ""):
         conn = sqlite3.connect(env["SQLITE_DBNAME"])
         try:
             row = conn.execute(f"SELECT version FROM {TABLE} WHERE id = 1").fetchone()

@@ -47,6 +47,8 @@ def test_parallel_patches_over_http_to_two_workers_equal_a_serial_history(tmp_pa
 
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(run, plans))
+        setup.close()  # idle past gunicorn's keep-alive while the threads ran: a new connection
+        setup = Client(server.base_url, token)
         final_user = setup.ok("GET", f"/Users/{user['id']}")
         final_members = [m["value"] for m in setup.ok("GET", f"/Groups/{group['id']}").get("members", [])]
         setup.close()
@@ -61,4 +63,4 @@ def test_parallel_patches_over_http_to_two_workers_equal_a_serial_history(tmp_pa
     finally:
         runtime.close()
     print(f"\nconcurrency over HTTP: {figures}")
-    assert figures["acknowledged"] >= 0.9 * figures["requests"], figures
+    assert figures["acknowledged"] == figures["requests"], figures

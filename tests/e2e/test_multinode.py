@@ -36,16 +36,6 @@ def make_node(name: str, store: str, root: Path) -> Server:
     return Server(root / name, root / "logs", TOKEN, store=store, name=name, SCIMLEDGER_RATE_LIMIT="0")
 
 
-def scim_retrying(server: Server, method: str, path: str, body: dict | None = None, attempts: int = 10):
-    """As Entra does: a 503 (with Retry-After) is tried again, a bounded number of times."""
-    for _ in range(attempts):
-        status, headers, reply = server.scim(method, path, body)
-        if status != 503:
-            return status, headers, reply, _
-        assert reply["schemas"] == [ERROR] and headers.get("retry-after"), reply
-        time.sleep(0.05)
-    return status, headers, reply, attempts
-
 # -- fixtures -------------------------------------------------------------------------------
 
 
@@ -97,7 +87,11 @@ def test_the_same_userName_posted_on_every_node_at_once_is_created_exactly_once(
             assert listing["totalResults"] == 1, (node.name, listing)
 
 
-def test_concurrent_member_additions_spread_over_nodes_lose_no_member(nodes):
+def test_concurrent_member_additions_spread_over_nodes_are_all_acknowledged_and_lose_no_member(nodes, shared_store, tmp_path):
+    """30 member PATCHes of one group sent at once over 3 nodes (issue 15; the full size,
+    100 of them, is ``scripts/contention``): every one answers 2xx at the first try -- the
+    nodes queue on the group's advisory lock instead of colliding and answering 503 --
+    and the group's log is one MembersAdded per acknowledged request, in some order."""
     members = []
     with ThreadPoolExecutor(6) as pool:
         created = list(pool.map(lambda i: nodes[i % 3].scim("POST", "/Users", user_body(unique(f"m{i}"))), range(30)))
@@ -106,15 +100,16 @@ def test_concurrent_member_additions_spread_over_nodes_lose_no_member(nodes):
         members.append(reply["id"])
     status, _, group = nodes[0].scim("POST", "/Groups", {"schemas": [GROUP_SCHEMA], "displayName": unique("grp")})
     assert status == 201, group
+    barrier = threading.Barrier(len(members))
 
     def add(i: int):
-        return scim_retrying(nodes[i % 3], "PATCH", f"/Groups/{group['id']}", add_member(members[i]))
+        barrier.wait()
+        return nodes[i % 3].scim("PATCH", f"/Groups/{group['id']}", add_member(members[i]))
 
-    with ThreadPoolExecutor(9) as pool:  # 3 concurrent writers per node
+    with ThreadPoolExecutor(len(members)) as pool:  # all at once: 10 per node
         outcomes = list(pool.map(add, range(len(members))))
-    for status, _, reply, retries in outcomes:
-        assert status in (200, 204), reply
-    print("503 answers retried:", sum(retries for *_, retries in outcomes))
+    refused = [(status, reply) for status, _, reply in outcomes if status not in (200, 204)]
+    assert not refused, refused[:3]
     for node in nodes:
         status, headers, final = node.scim("GET", f"/Groups/{group['id']}")
         assert status == 200
@@ -123,6 +118,26 @@ def test_concurrent_member_additions_spread_over_nodes_lose_no_member(nodes):
         assert len(got) == len(set(got)) == 30
         # One event per addition: the group's version counts them (Created + 30).
         assert final["meta"]["version"] == headers["etag"] == 'W/"31"'
+    assert_serial_member_history(shared_store, tmp_path, group["id"], members)
+
+
+def assert_serial_member_history(store: str, tmp_path, group_id: str, members: list[str]) -> None:
+    """The group's events in the shared log: Created, then one MembersAdded per member."""
+    from uuid import UUID
+
+    from adapters.store.config import open_ledger
+
+    ledger = open_ledger(tmp_path / "reader", store)
+    try:
+        stored = ledger.recorder.select_events(UUID(group_id))
+        decode = ledger.mapper.transcoder.decode
+        topics = [e.topic.rpartition(".")[2] for e in stored]
+        added = [m["value"] for e in stored[1:] for m in decode(e.state)["members"]]
+    finally:
+        ledger.close()
+    assert [e.originator_version for e in stored] == list(range(1, len(members) + 2))
+    assert topics == ["Created"] + ["MembersAdded"] * len(members), topics
+    assert sorted(added) == sorted(members) and len(added) == len(set(added))
 
 
 def test_a_stale_if_match_on_one_node_after_a_change_on_another_is_412(nodes):

@@ -79,8 +79,10 @@ def events_of(runtime, aggregate_id: str) -> list[tuple[str, str, dict]]:
 def check_serial_history(runtime, all_sent: list[Sent], user_id: str, group_id: str, initial_user: dict,
                          final_user: dict, final_members: list[str]) -> dict:
     statuses = Counter(s.status for s in all_sent)
-    assert not any(code is not None and code >= 500 and code != 503 for code in statuses), statuses
+    # Commands on one aggregate queue on its lock (domain.locking, adapters.store.locks): every
+    # request is acknowledged, none answers 503 for contention (issue 15).
     assert None not in statuses, "a request got no answer"
+    assert all(200 <= code < 300 for code in statuses), statuses
     by_rid = {s.rid: s for s in all_sent}
     figures = {"requests": len(all_sent), "acknowledged": sum(s.acked for s in all_sent), "statuses": dict(statuses)}
 
@@ -133,7 +135,7 @@ def test_parallel_patches_through_the_test_client_equal_a_serial_history(client,
     final_user = client.get(f"/Users/{user['id']}").json
     final_members = [m["value"] for m in client.get(f"/Groups/{group['id']}").json.get("members", [])]
     figures = check_serial_history(runtime, all_sent, user["id"], group["id"], initial, final_user, final_members)
-    assert figures["acknowledged"] >= 0.9 * len(all_sent), figures
+    assert figures["acknowledged"] == len(all_sent), figures
     # The stored aggregate (event-sourced) and the directory agree too.
     assert runtime.ledger.repository.get(UUID(user["id"])).attributes["title"] == final_user.get("title")
 

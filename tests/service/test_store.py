@@ -25,7 +25,7 @@ ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 def test_no_url_is_sqlite_in_the_data_directory(tmp_path):
     env = store_env(tmp_path, None)
-    assert env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
+    assert env["PERSISTENCE_MODULE"] == "adapters.store.sqlitestore:Factory"
     assert env["SQLITE_DBNAME"] == str(tmp_path / "events.sqlite3")
 
 
