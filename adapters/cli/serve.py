@@ -98,13 +98,17 @@ def serve(args) -> int:
         "bind": f"{args.host}:{args.port}",
         "workers": args.workers,
         "threads": args.threads,
-        "worker_class": "gthread",
+        # gthread, answering what gunicorn refuses itself (414, 431, 400) with a SCIM body
+        "worker_class": "adapters.worker.ScimThreadWorker",
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
         "timeout": 60,
         "graceful_timeout": 10,
     }
+    from adapters.worker import LIMITS
+
+    options |= LIMITS
     options["logconfig_dict"] = log_config
     options["logger_class"] = "adapters.http.logs.GunicornLogger"
     ScimLedgerServer(options, str(runtime.data), runtime.store).run()

@@ -55,8 +55,13 @@ def locks_for(db_name: str) -> FileLocks | None:
 
 
 class _Locked:
+    _locks: FileLocks | None = None
+    _locks_pid = 0
+
     def insert_events(self, stored_events, **kwargs: Any):
-        locks = locks_for(self.datastore.pool.db_name)
+        if self._locks_pid != os.getpid():  # looked up once per process, not per write
+            self._locks, self._locks_pid = locks_for(self.datastore.pool.db_name), os.getpid()
+        locks = self._locks
         if locks is None:
             return super().insert_events(stored_events, **kwargs)
         with locks.write_lock():
