@@ -89,6 +89,9 @@ def serve(args) -> int:
     logging.config.dictConfig(log_config)
     prepare_multiprocess_dir(data_dir(args.data))
     apply_serve_defaults()
+    from adapters.http.shared_limits import reset
+
+    reset(data_dir(args.data))  # the workers' shared rate-limit buckets start full
     runtime = Runtime(args.data, args.store)
     try:
         prepare(runtime, f"http://{args.host}:{args.port}")
@@ -99,14 +102,14 @@ def serve(args) -> int:
         "workers": args.workers,
         "threads": args.threads,
         # gthread, answering what gunicorn refuses itself (414, 431, 400) with a SCIM body
-        "worker_class": "adapters.worker.ScimThreadWorker",
+        "worker_class": "adapters.http.worker.ScimThreadWorker",
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
         "timeout": 60,
         "graceful_timeout": 10,
     }
-    from adapters.worker import LIMITS
+    from adapters.http.worker import LIMITS
 
     options |= LIMITS
     options["logconfig_dict"] = log_config

@@ -20,7 +20,8 @@ import falcon
 
 from adapters.store.clients import ACCESS_TOKEN_PREFIX
 from adapters.http.errors import ScimHTTPError
-from adapters.http.ratelimit import Limiter, Settings, retry_after
+from adapters.http.ratelimit import Settings, retry_after
+from adapters.http.shared_limits import limiter
 from adapters.store.tokens import hash_secret
 from projections.directory import utc_text
 
@@ -58,8 +59,10 @@ class BearerAuth:
         self.runtime = runtime
         self.now = now or (lambda: datetime.now(UTC))
         settings = settings or Settings.from_env()
-        self.per_token = Limiter(settings.per_token, clock)
-        self.failures = Limiter(settings.auth_failures, clock)
+        # Node-wide buckets, shared by the workers through <data>/limits (adapters.http.shared_limits).
+        data = getattr(runtime, "data", None)
+        self.per_token = limiter(data, "tokens", settings.per_token, clock)
+        self.failures = limiter(data, "auth-failures", settings.auth_failures, clock)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = _request_id(req)

@@ -1,9 +1,10 @@
 """Token buckets: a per-token request rate (fair use) and a per-address budget of failed
 authentications (slows anyone guessing tokens).
 
-Both live in the memory of one worker process: with ``--workers N`` a token may make up
-to N times the configured rate on one node, and an address gets N failure budgets. That
-is deliberate (no shared state on the hot path) and documented in docs/operations.md.
+``Limiter`` keeps its buckets in the memory of one process; the app uses
+``adapters.http.shared_limits.SharedLimiter`` (same answers, buckets in a small file every
+worker of the node maps), so the limits are per token / per address **per node**
+whatever the number of workers (docs/operations.md).
 
 Settings (environment, read when the app is built). ``scimledger serve`` fills in the
 defaults below for what is not set; an app built in-process (tests, embedding) without

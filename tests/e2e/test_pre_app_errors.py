@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from adapters.worker import LIMITS
+from adapters.http.worker import LIMITS
 from tests.security.live import ERROR, Client, Server
 
 pytestmark = pytest.mark.e2e

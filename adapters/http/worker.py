@@ -10,7 +10,7 @@ request line, method, version, header or chunked body) it answers from its worke
 the kind of error and the client's address, never the request line (it may hold a
 filter, i.e. personal data) or a header value.
 
-``scimledger serve`` runs it with ``worker_class = "adapters.worker.ScimThreadWorker"``
+``scimledger serve`` runs it with ``worker_class = "adapters.http.worker.ScimThreadWorker"``
 and the limits in ``LIMITS`` (gunicorn's own bounds; a request line may not exceed 8190).
 """
 
