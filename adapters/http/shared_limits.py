@@ -11,8 +11,8 @@ per node whatever ``--workers`` says, and an address has one failure budget per 
   records are overwritten, never emptied, so a probe stops at the first empty record.
 * Bounded: when a key's probe window is full, the record that has refilled (it equals no
   bucket) or else the one idle the longest is given to the new key.
-* Locking: a ``threading.Lock`` (threads of this worker), then an ``fcntl`` lock on the
-  file (other workers; the kernel wakes a waiter at once). One update is a few
+* Locking: a ``threading.Lock`` (threads of this worker), then an ``fcntl`` OFD lock on the
+  file (other workers; the kernel wakes a waiter at once; ``adapters.store.locks``). One update is a few
   microseconds under the lock.
 * ``scimledger serve`` empties ``<data>/limits`` at every start (a restart resets the
   limits, as before). A data directory where the file cannot be made (read-only) falls
@@ -21,7 +21,6 @@ per node whatever ``--workers`` says, and an address has one failure budget per 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import mmap
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from adapters.http import ratelimit
+from adapters.store.locks import lock_byte, unlock_byte
 
 RECORD = struct.Struct("<16sdd")
 SLOTS = 16384  # 512 KiB per limiter
@@ -49,13 +49,13 @@ class SharedLimiter:
         size = slots * RECORD.size
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        lock_byte(self.fd, 0)
         try:
             if os.fstat(self.fd).st_size != size:  # new, or another layout: start empty
                 os.ftruncate(self.fd, 0)
                 os.ftruncate(self.fd, size)
         finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+            unlock_byte(self.fd, 0)
         self.map = mmap.mmap(self.fd, size)
         self._lock = threading.Lock()
 
@@ -72,7 +72,7 @@ class SharedLimiter:
         digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         home = int.from_bytes(digest[:8], "little") % self.slots
         with self._lock:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            lock_byte(self.fd, 0)
             try:
                 now = self.clock()
                 offset, tokens, at, found = self._find(digest, home, now)
@@ -86,7 +86,7 @@ class SharedLimiter:
                     RECORD.pack_into(self.map, offset, digest, tokens, now)
                 return 0.0
             finally:
-                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+                unlock_byte(self.fd, 0)
 
     def _find(self, digest: bytes, home: int, now: float) -> tuple[int, float, float, bool]:
         """(offset, tokens, at, found): the key's record, else the record to give it."""

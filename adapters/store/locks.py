@@ -1,10 +1,9 @@
 """Aggregate locks other processes see (``domain.locking`` says why and what).
 
 * ``FileLocks`` (SQLite, one machine): one byte of a lock file beside the event store
-  per slot, locked with ``fcntl`` (``F_SETLKW``: a waiter sleeps in the kernel and wakes
-  the moment the holder lets go, no polling). POSIX record locks belong to a process, not
-  a thread, so the slot's ``threading.Lock`` is taken first: one thread per process asks
-  the kernel. Byte 0 is the store's write lock (``write_lock``): every event-store write
+  per slot, locked with ``fcntl`` (``F_OFD_SETLKW``: a waiter sleeps in the kernel and
+  wakes the moment the holder lets go, no polling). The slot's ``threading.Lock`` is
+  taken first: one thread per process asks the kernel. Byte 0 is the store's write lock (``write_lock``): every event-store write
   transaction of every process on the file takes it, so writers queue in the kernel
   instead of in SQLite's sleeping busy handler (1, 2, 5, ... 100 ms naps).
 * ``AdvisoryLocks`` (PostgreSQL, several nodes): ``pg_advisory_xact_lock`` on a
@@ -21,6 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 import threading
 import time
 import uuid
@@ -53,7 +53,7 @@ class FileLocks(ProcessLocks):
                 yield
             finally:
                 for slot in reversed(taken):
-                    fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 1 + slot)
+                    _unlock(self.fd, 1 + slot)
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
@@ -62,17 +62,27 @@ class FileLocks(ProcessLocks):
             try:
                 yield
             finally:
-                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, WRITE_BYTE)
+                _unlock(self.fd, WRITE_BYTE)
 
     def close(self) -> None:
         os.close(self.fd)
 
 
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86-64/arm64: type, whence, start, len, pid
+
+
 def _lock(fd: int, byte: int) -> None:
-    """Wait for one byte. The kernel's deadlock check sees processes, not threads: process
-    A's thread waiting for the write lock while process B's thread waits for a slot A
-    holds looks like a cycle (it is not: B's writer commits and lets go), and the kernel
-    answers EDEADLK. Asking again a moment later is right."""
+    """Wait for one byte of the file, as an open-file-description (OFD) lock.
+
+    Not ``lockf``: traditional POSIX locks belong to the process, and the kernel's
+    deadlock check then sees processes, not threads. Process A's thread waiting for
+    process B's lock while B's thread waits for a lock A holds looks like a cycle (it
+    is not: each holder lets go soon), and the kernel answers EDEADLK. OFD locks get no
+    such check; the threads of one process are kept apart by ``threading`` locks first.
+    Where OFD locks are missing, ``lockf``, asked again after EDEADLK."""
+    if _OFD_WAIT is not None:
+        fcntl.fcntl(fd, _OFD_WAIT, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0))
+        return
     while True:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX, 1, byte)
@@ -81,6 +91,18 @@ def _lock(fd: int, byte: int) -> None:
             if error.errno != errno.EDEADLK:
                 raise
             time.sleep(0.0005)
+
+
+def _unlock(fd: int, byte: int) -> None:
+    if _OFD_WAIT is not None:
+        fcntl.fcntl(fd, _OFD_SET, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, byte, 1, 0))
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
+
+
+_OFD_WAIT = getattr(fcntl, "F_OFD_SETLKW", None)
+_OFD_SET = getattr(fcntl, "F_OFD_SETLK", None)
+lock_byte, unlock_byte = _lock, _unlock
 
 
 def advisory_key(aggregate_id: str) -> int:
