@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 from adapters.http.worker import LIMITS
-from tests.security.live import ERROR, Client, Server
+from tests.processes import Client, Server
+from tests.samples import ERROR
 
 pytestmark = pytest.mark.e2e
 SECRET_VALUE = "zq" + uuid.uuid4().hex  # stands for personal data in a filter

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.http.shared_limits import PROBE, SharedLimiter
 from adapters.http.ratelimit import Limits
-from tests.security.live import Client, Server
+from tests.processes import Client, Server
 
 pytestmark = pytest.mark.e2e
 RATE = 0.001  # requests per second earned back: < 1 during the test
