@@ -11,7 +11,6 @@ import pytest
 from domain.bulk import BulkOperation
 from domain.errors import Conflict, NotFound, PreconditionFailed, Uniqueness
 from domain.model import NameClaim
-from domain.service import MAX_ATTEMPTS
 from tests.samples import ENTRA_CREATE, ENTRA_GROUP, entra_user
 from tests.service.fakes import CAUSE, in_memory_ledger
 
@@ -122,12 +121,40 @@ def test_a_stale_directory_read_is_retried_and_then_given_up(ledger, facts):
     replace = [{"op": "replace", "path": "members", "value": [{"value": ava}]}]
     assert ledger.patch_group("default", group, replace, CAUSE).version == 2
     assert len(retries) == 1
-    # A directory that never catches up: a bounded number of tries, then a 409 for the client.
+    # A directory that never catches up: tries until the time bound, then Conflict (503 with
+    # Retry-After for the client), nothing written.
     facts.stale[group] = 10**6
+    ledger.retry_seconds = 0.2
     before, reads = head(ledger), facts.reads
     with pytest.raises(Conflict):
         ledger.patch_group("default", group, [{"op": "remove", "path": "members"}], CAUSE)
-    assert facts.reads - reads == MAX_ATTEMPTS and head(ledger) == before
+    assert facts.reads - reads > 1 and head(ledger) == before
+
+
+def test_a_command_waits_for_the_aggregate_lock_and_gives_up_at_the_time_bound(ledger):
+    import threading
+    import time
+
+    ava = ledger.provision_user("default", ENTRA_CREATE, CAUSE).id
+    ledger.retry_seconds = 0.2
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with ledger.locks.hold([ava], time.monotonic() + 30):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(30)
+    before = head(ledger)
+    title = [{"op": "replace", "path": "title", "value": "waited"}]
+    with pytest.raises(Conflict):
+        ledger.patch_user("default", ava, title, CAUSE)
+    assert head(ledger) == before
+    release.set()
+    thread.join()
+    assert ledger.patch_user("default", ava, title, CAUSE).version == 2
 
 
 def test_a_bulk_request_is_one_save_and_a_failed_operation_leaves_no_trace(ledger, facts):
