@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, project_aggregate
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain import uniqueness
@@ -307,6 +308,34 @@ class Ledger(Application):
         batch = self._batch()
         return batch.get(aggregate_id) if batch is not None else self.repository.get(aggregate_id)
 
+    def _load_claim(self, claim_id: UUID):
+        """A NameClaim from its events alone: claims are never snapshotted, so the
+        repository's snapshot look-up (one more query per claim) is skipped."""
+        batch = self._batch()
+        if batch is not None:
+            return batch.get(claim_id)
+        events = self.events.get(claim_id)
+        claim = project_aggregate(None, events)
+        if claim is None:
+            raise AggregateNotFoundError(claim_id)
+        return claim
+
+    def save(self, *objs, **kwargs):
+        """``Application.save`` without its runtime-Protocol ``isinstance`` checks (a few
+        percent of a write's CPU) when every object is an aggregate, as ours are."""
+        if kwargs or not all(obj is None or isinstance(obj, Aggregate) for obj in objs):
+            return super().save(*objs, **kwargs)
+        processing = ProcessingEvent()
+        for obj in objs:
+            if obj is not None:
+                processing.events.extend(obj.collect_events())
+                processing.aggregates[obj.id] = obj
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)
+        return recordings
+
     def _get(self, aggregate_id: UUID):
         try:
             return self._load(aggregate_id)
@@ -330,7 +359,7 @@ class Ledger(Application):
 
     def _unique_claims(self, rt: ResourceType, tenant: str, before: dict, after: dict, owner: str, cause: Cause) -> list[NameClaim]:
         """The name claims a change takes and releases (``domain.uniqueness``)."""
-        return uniqueness.claims(self._load, rt, tenant, before, after, owner, cause)
+        return uniqueness.claims(self._load_claim, rt, tenant, before, after, owner, cause)
 
     def _save(self, subject, *aggregates) -> Written:
         batch = self._batch()
