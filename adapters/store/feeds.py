@@ -74,7 +74,9 @@ class FeedStore:
     def __init__(self, ledger):
         env = ledger.env
         recorder = ledger.recorder
-        self.postgres = type(recorder).__module__ != "eventsourcing.sqlite"
+        from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+        self.postgres = not isinstance(recorder, SQLiteApplicationRecorder)  # ours subclasses it
         self._local = threading.local()
         if self.postgres:
             self.datastore = recorder.datastore
