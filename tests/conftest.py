@@ -22,9 +22,11 @@ from typing import NoReturn
 import falcon.testing
 import pytest
 
-from adapters.http.app import collapse_slashes, create_app
-from adapters.cli.main import issue_token
-from adapters.runtime import Runtime
+from adapters.bootstrap import build_app
+from adapters.http.app import collapse_slashes
+from adapters.operator import issue_token
+from adapters.bootstrap import Runtime
+from adapters.settings import Settings
 
 PG_URL = os.environ.get("SCIMLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 UNDER_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
@@ -99,14 +101,14 @@ def store(request):
 
 @pytest.fixture
 def runtime(tmp_path, store):
-    rt = Runtime(tmp_path / "data", store)
+    rt = Runtime(Settings(tmp_path / "data", store))
     yield rt
     rt.close()
 
 
 @pytest.fixture
 def sqlite_runtime(tmp_path):
-    rt = Runtime(tmp_path / "data", None)
+    rt = Runtime(Settings(tmp_path / "data", None))
     yield rt
     rt.close()
 
@@ -142,7 +144,7 @@ class ScimClient(falcon.testing.TestClient):
 
 @pytest.fixture
 def app(runtime):
-    return collapse_slashes(create_app(runtime))
+    return collapse_slashes(build_app(runtime))
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""The command line of history and audit (docs/audit.md): ``audit``, ``history``, ``export``,
-``replay``, ``subject-export`` and ``erase``. ``adapters/cli.py`` registers them with
-``add_commands`` and hands their parsed arguments to ``run``.
+"""The command line of history and audit (docs/audit.md): ``audit``, ``history`` and
+``export``. ``adapters.cli.main`` registers them with ``add_commands`` and hands their
+parsed arguments to ``run`` (``replay`` and the privacy commands have modules of their own).
 """
 
 from __future__ import annotations
@@ -9,20 +9,20 @@ import argparse
 import csv
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Callable, TextIO
 
 import orjson
 
+from adapters.bootstrap import Runtime
 from adapters.http.rendering import group_resource, user_resource
+from adapters.settings import Settings
 from projections.audit import Query, event_types, parse_time
 from projections.audit_csv import CSV_COLUMNS
 from projections.audit_csv import csv_row as _flat
-from projections.console_queries import subject_names
-from projections.directory import utc_text
+from projections.replay import directory_at, directory_rows
 
-COMMANDS = frozenset({"audit", "history", "export", "replay", "subject-export", "erase"})
+COMMANDS = frozenset({"audit", "history", "export"})
 FORMATS = ("table", "json", "csv")
 SCIM_BASE = "/scim/v2"
 
@@ -58,30 +58,9 @@ def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) ->
     export.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     common(export)
 
-    replay = commands.add_parser("replay", help="rebuild the projections from the event log and swap them in")
-    replay.add_argument("--only", choices=("directory", "audit", "activity"))
-    replay.add_argument("--verify", action="store_true",
-                        help="rebuild to the side and compare with the live projection; exit 1 if they differ")
-    common(replay)
 
-    subject = commands.add_parser("subject-export", help="one person's full history as JSON (subject access request)")
-    which = subject.add_mutually_exclusive_group(required=True)
-    which.add_argument("--user", metavar="USERNAME")
-    which.add_argument("--resource", metavar="ID")
-    subject.add_argument("--tenant")
-    subject.add_argument("--output", metavar="FILE")
-    common(subject)
-
-    erase = commands.add_parser("erase", help="erase one person's personal data (right to erasure)")
-    erase.add_argument("--resource", required=True, metavar="ID", help="the user's id")
-    erase.add_argument("--reason", default="", help="why (kept in the audit trail; no personal data here)")
-    common(erase)
-
-
-def run(args: argparse.Namespace) -> int:
-    from adapters.runtime import Runtime
-
-    runtime = Runtime(args.data, args.store)
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime(settings)
     try:
         return HANDLERS[args.command](runtime, args)
     finally:
@@ -254,8 +233,6 @@ def export_command(runtime, args) -> int:
 
 def export_lines(runtime, position: int, tenant: str | None, erased: set[str] = frozenset()):
     """The directory at log ``position``, one dict per user, group and membership."""
-    from projections.replay import directory_at
-
     with tempfile.TemporaryDirectory(prefix="scimledger-export-") as scratch:
         with directory_at(position, runtime.ledger.recorder, runtime.ledger.mapper.transcoder.decode, Path(scratch)) as directory:
             yield from directory_lines(directory, tenant, erased)
@@ -264,8 +241,6 @@ def export_lines(runtime, position: int, tenant: str | None, erased: set[str] = 
 def directory_lines(directory, tenant: str | None, erased: set[str] = frozenset()):
     """Every user, group and membership of a directory as export lines (also used by the
     tests to take the live directory's picture)."""
-    from projections.replay import directory_rows
-
     for kind, tenant_, row in directory_rows(directory, tenant):
         if kind == "User":
             resource = user_resource(row, SCIM_BASE)
@@ -279,99 +254,8 @@ def directory_lines(directory, tenant: str | None, erased: set[str] = frozenset(
             yield {"kind": kind, "tenant": tenant_, "group": group_id, "member": member_id, "type": member_type}
 
 
-# -- replay -----------------------------------------------------------------------------
-
-
-def replay_command(runtime, args) -> int:
-    from projections.replay import exclusive, rebuild, verify
-
-    kinds = [args.only] if args.only else ["directory", "audit", "activity"]
-    recorder, decode = runtime.ledger.recorder, runtime.ledger.mapper.transcoder.decode
-    live = {"directory": runtime.directory, "audit": runtime.audit, "activity": runtime.activity}
-    with exclusive(runtime.data):
-        if not args.verify:
-            for kind in kinds:
-                done = rebuild(kind, runtime.data, recorder, decode)
-                print(f"{kind}: rebuilt from {done.events:,} events in {done.seconds:.1f} s "
-                      f"({done.rate:,.0f} events/s) up to log position {done.position:,}; swapped in")
-            return 0
-        differs = False
-        for kind in kinds:
-            for check in verify(kind, runtime.data, live[kind], recorder, decode):
-                verdict = "identical" if check.identical else f"DIFFERS (live has {check.live_rows:,} rows)"
-                print(f"{check.projection:9} {check.table:14} {check.rows:>10,} rows  {verdict}")
-                differs |= not check.identical
-        print("verify: " + ("the live projections differ from a rebuild" if differs else "identical"))
-        return 1 if differs else 0
-
-
-# -- privacy ----------------------------------------------------------------------------
-
-
-def subject_export_command(runtime, args) -> int:
-    audit = runtime.audit
-    audit.catch_up()
-    ids = audit.ids_of_user_name(args.user, args.tenant) if args.user else [args.resource]
-    resources = []
-    for resource_id in ids:
-        history = audit.history(resource_id, args.tenant)
-        if not history or history[0]["resource"]["type"] != "User":
-            continue
-        tenant = history[0]["tenant"]
-        runtime.directory.catch_up()
-        row = runtime.directory.user_row(tenant, resource_id)
-        current = None
-        if row is not None:
-            groups = runtime.directory.groups_of_users([resource_id]).get(resource_id, ())
-            current = user_resource(row, SCIM_BASE, groups)
-        resources.append({
-            "id": resource_id,
-            "tenant": tenant,
-            "erased": audit.is_erased(resource_id),
-            "current": current,
-            "history": history,
-            "memberships": audit.memberships_of(resource_id, tenant),
-        })
-    if not resources:
-        print(f"no user {args.user or args.resource}", file=sys.stderr)
-        return 1
-    body = {"subject": args.user or args.resource, "exportedAt": utc_text(datetime.now(UTC)), "users": resources}
-    data = orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
-    if args.output:
-        Path(args.output).write_bytes(data)
-    else:
-        sys.stdout.write(data.decode())
-    return 0
-
-
-def erase_command(runtime, args) -> int:
-    from adapters.cli.main import _cause
-    from domain.errors import NotFound
-
-    names = subject_names(runtime.audit, args.resource)
-    try:
-        written = runtime.ledger.erase_user(args.resource, args.reason, _cause(None))
-    except NotFound:
-        print(f"no user {args.resource}", file=sys.stderr)
-        return 1
-    runtime.requests.forget(args.resource, names)  # the request log's rows of the subject (issue 13)
-    runtime.directory.catch_up()
-    runtime.audit.catch_up()
-    # Old values must not linger in the audit file's write-ahead log.
-    runtime.audit.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    if written.position is None:
-        print(f"user {args.resource}: already erased", file=sys.stderr)
-    else:
-        print(f"user {args.resource}: personal data erased (log position {written.position}); "
-              "see docs/audit.md for what this does not reach", file=sys.stderr)
-    return 0
-
-
 HANDLERS = {
     "audit": audit_command,
     "history": history_command,
     "export": export_command,
-    "replay": replay_command,
-    "subject-export": subject_export_command,
-    "erase": erase_command,
 }

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from pathlib import Path
 
+from adapters.bootstrap import Runtime
+from adapters.operator import operator_cause
+from adapters.settings import Settings
 from adapters.store import clients
+from domain.errors import InvalidValue, NotFound
 
 COMMANDS = ("client",)
-PUBLIC_URL_ENV = "SCIMLEDGER_PUBLIC_URL"
 
 
 def add_commands(commands, common) -> None:
@@ -52,14 +55,21 @@ def add_commands(commands, common) -> None:
     common(rotate)
 
 
-def token_endpoint() -> str:
-    base = (os.environ.get(PUBLIC_URL_ENV) or "http://127.0.0.1:8080").rstrip("/")
+def token_endpoint(public_url: str | None) -> str:
+    """The token endpoint under ``SCIMLEDGER_PUBLIC_URL`` (``Settings.oauth.public_url``)."""
+    base = (public_url or "http://127.0.0.1:8080").rstrip("/")
     return f"{base}/oauth/token"
 
 
-def run(args, runtime, cause) -> int:
-    from domain.errors import InvalidValue, NotFound
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime(settings)
+    try:
+        return _run(args, runtime, lambda tenant: operator_cause(tenant, settings.operator))
+    finally:
+        runtime.close()
 
+
+def _run(args, runtime: Runtime, cause) -> int:
     command = args.client_command
     try:
         if command == "create":
@@ -67,7 +77,7 @@ def run(args, runtime, cause) -> int:
                 runtime.ledger, args.tenant, args.label, args.scope, cause(args.tenant), args.secret_days,
                 jwks_url=args.jwks_url, jwks_file=_absolute(args.jwks_file))
             runtime.directory.catch_up()
-            _print(args.format, {"client_id": client_id, "client_secret": secret, "token_endpoint": token_endpoint()})
+            _print(args.format, {"client_id": client_id, "client_secret": secret, "token_endpoint": token_endpoint(runtime.settings.oauth.public_url)})
         elif command == "list":
             runtime.directory.catch_up()
             _list(args.format, runtime.directory.clients.listing())
@@ -89,8 +99,6 @@ def run(args, runtime, cause) -> int:
 def _absolute(path: str | None) -> str | None:
     if not path:
         return None
-    from pathlib import Path
-
     resolved = Path(path).resolve()
     if not resolved.is_file():
         raise SystemExit(f"--jwks-file: no file {path}")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable
 from urllib.parse import urlsplit
 
 import orjson
+
+from adapters.bootstrap import Runtime
+from adapters.operator import operator_cause
+from adapters.settings import Settings
+from domain.errors import InvalidValue, NotFound
 
 COMMANDS = frozenset({"feed"})
 MAX_HEADER_VALUE = 4096
@@ -41,20 +45,16 @@ def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) ->
     common(rotate)
 
 
-def run(args: argparse.Namespace) -> int:
-    from adapters.runtime import Runtime
-
-    runtime = Runtime(args.data, args.store)
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime(settings)
     try:
         return HANDLERS[args.feed_command](runtime, args)
     finally:
         runtime.close()
 
 
-def _cause(tenant: str | None) -> dict:
-    from adapters.cli.main import OPERATOR_CAUSE
-
-    return {**OPERATOR_CAUSE, "tenant": tenant, "user": os.environ.get("USER", "")}
+def _cause(runtime, tenant: str | None) -> dict:
+    return operator_cause(tenant, runtime.settings.operator)
 
 
 def push_url(text: str) -> str:
@@ -85,13 +85,11 @@ def resources(text: str) -> tuple[str, ...]:
 
 
 def create(runtime, args) -> int:
-    from domain.errors import InvalidValue
-
     if args.push_header and not args.push:
         raise SystemExit("scimledger: --push-header needs --push")
     try:
         shown = runtime.feeds.create(
-            args.tenant, args.label, _cause(args.tenant), push_url=push_url(args.push) if args.push else None,
+            args.tenant, args.label, _cause(runtime, args.tenant), push_url=push_url(args.push) if args.push else None,
             push_header=header(args.push_header) if args.push_header else None, mode=args.mode,
             resources=resources(args.resources), from_start=args.from_start)
     except InvalidValue as error:
@@ -130,10 +128,8 @@ def listing(runtime, args) -> int:
 
 
 def revoke(runtime, args) -> int:
-    from domain.errors import NotFound
-
     try:
-        runtime.feeds.revoke(args.feed_id, _cause(None))
+        runtime.feeds.revoke(args.feed_id, _cause(runtime, None))
     except NotFound:
         print(f"no feed {args.feed_id}", file=sys.stderr)
         return 1

@@ -9,11 +9,15 @@ from typing import Callable
 
 import orjson
 
+from adapters.bootstrap import Runtime
+from adapters.settings import Settings
 from adapters.store.request_log import STATUS_CLASSES
 from projections.audit import parse_time
 
+COMMANDS = frozenset({"requests"})
 
-def add_command(commands, common: Callable[[argparse.ArgumentParser], None]) -> None:
+
+def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) -> None:
     parser = commands.add_parser("requests", help="the request log: every SCIM request, refused ones too, newest first")
     parser.add_argument("--status", choices=STATUS_CLASSES, help="only this status class")
     parser.add_argument("--since", metavar="TIME", help="ISO 8601 or a span ago (15m, 2h, 3d)")
@@ -35,12 +39,10 @@ def _time(name: str, text: str | None) -> str | None:
         raise SystemExit(f"scimledger requests: {name}: {error}") from None
 
 
-def run(args) -> int:
-    from adapters.runtime import Runtime
-
+def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit < 1:
         raise SystemExit("scimledger requests: --limit must be at least 1")
-    runtime = Runtime(args.data, args.store)
+    runtime = Runtime(settings)
     try:
         rows = runtime.requests.search(args.tenant, args.status, args.token, args.path,
                                        _time("--since", args.since), _time("--until", args.until), limit=args.limit)

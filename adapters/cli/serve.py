@@ -1,22 +1,49 @@
 """``scimledger serve``: prepare the data directory, then run gunicorn (gthread workers).
 
 The arbiter process only prepares and closes; each worker builds its own Runtime after
-the fork, so no SQLite or PostgreSQL connection ever crosses a fork.
+the fork, so no SQLite or PostgreSQL connection ever crosses a fork. The workers get
+their settings from the server object (``ScimLedgerServer.settings``), which the fork
+copies: not from environment variables.
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import logging.config
+from typing import Callable
 
 from gunicorn.app.base import BaseApplication
 
-from adapters.runtime import Runtime
+from adapters.bootstrap import Runtime, build_app
+from adapters.http.app import collapse_slashes
+from adapters.http.logs import logging_config, prepare_multiprocess_dir
+from adapters.http.readiness import Readiness
+from adapters.http.shared_limits import reset
+from adapters.http.worker import LIMITS
+from adapters.operator import issue_token, operator_cause
+from adapters.push import PushWorker
+from adapters.settings import Settings, use_metrics_dir
+from adapters.store.tokens import hash_secret
+from domain.model import Token
+
+COMMANDS = frozenset({"serve"})
+
+
+def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    serve = commands.add_parser("serve", help="run the SCIM endpoint under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--threads", type=int, default=4)
+    serve.add_argument("--schemas", help="extension schema files (RFC 7643 §7 JSON), comma-separated "
+                       "(default $SCIMLEDGER_SCHEMAS)")
+    common(serve)
 
 
 class ScimLedgerServer(BaseApplication):
-    def __init__(self, options: dict, data: str, store: str | None):
+    def __init__(self, options: dict, settings: Settings):
         self.options = options
-        self.data, self.store = data, store
+        self.settings = settings
         super().__init__()
 
     def load_config(self) -> None:
@@ -24,18 +51,13 @@ class ScimLedgerServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):  # runs in each worker, after the fork
-        from adapters.http.app import collapse_slashes, create_app
-        from adapters.http.readiness import Readiness
-
-        runtime = Runtime(self.data, self.store, check_directory=False)
+        runtime = Runtime(self.settings, check_directory=False)
         # Build (or catch up) the directory from the log in the background; /readyz says
         # 503 until that is done, /healthz answers at once.
-        runtime.readiness = Readiness(runtime).start()
+        readiness = Readiness(runtime.directory, max_lag=self.settings.ready_max_lag).start()
         if runtime.feeds.settings.deliver:  # push delivery of the event feeds (issue 12)
-            from adapters.push import PushWorker
-
             runtime.push = PushWorker(runtime.feeds).start()
-        return collapse_slashes(create_app(runtime))
+        return collapse_slashes(build_app(runtime, readiness=readiness))
 
 
 def prepare(runtime: Runtime, base_url: str) -> None:
@@ -46,12 +68,9 @@ def prepare(runtime: Runtime, base_url: str) -> None:
     an empty directory, which its workers build in the background (``/readyz`` says 503
     until then), so the arbiter neither waits for that nor mistakes it for a fresh store.
     """
-    from adapters.cli.main import OPERATOR_CAUSE, issue_token
-    from adapters.store.tokens import hash_secret
-
-    bootstrap = os.environ.get("SCIMLEDGER_BOOTSTRAP_TOKEN")
+    bootstrap = runtime.settings.bootstrap_token
     if bootstrap:
-        cause = {**OPERATOR_CAUSE, "tenant": "default", "user": os.environ.get("USER", "")}
+        cause = operator_cause("default", runtime.settings.operator)
         runtime.ledger.issue_token("default", "bootstrap", "scim", hash_secret(bootstrap), None, cause)
         print(f"Tenant URL:   {base_url}/scim/v2\nSecret Token: (from SCIMLEDGER_BOOTSTRAP_TOKEN)", flush=True)
     elif not _log_has_tokens(runtime):
@@ -64,43 +83,33 @@ def prepare(runtime: Runtime, base_url: str) -> None:
     else:
         print(f"Tenant URL:   {base_url}/scim/v2   (tokens: `scimledger token list`)", flush=True)
     print(f"Console:      {base_url}/console/   (sign in with a token of scope audit or admin)", flush=True)
+    print(f"Console:      {base_url}/console/   (sign in with a token of scope audit or admin)", flush=True)
 
 
 def _log_has_tokens(runtime: Runtime) -> bool:
-    from domain.model import Token
-
     topic = f"{Token.Issued.__module__}:{Token.Issued.__qualname__}"
     return bool(runtime.ledger.recorder.select_notifications(start=1, limit=1, topics=[topic]))
 
 
-def serve(args) -> int:
-    import logging.config
-
-    from adapters.http.logs import logging_config, prepare_multiprocess_dir
-    from adapters.http.ratelimit import apply_serve_defaults
-    from adapters.store.config import data_dir
-
+def run(args: argparse.Namespace, settings: Settings) -> int:
     # Logs: JSON lines on stderr from the start (the arbiter's too), one per request
     # (adapters.http.observability); gunicorn re-applies the config. Metrics: the workers'
     # counters in prometheus-client's multiprocess files under <data>/metrics, named
-    # before anything imports prometheus-client. Rate limits: the documented defaults
-    # unless set (docs/operations.md).
-    log_config = logging_config(os.environ.get("SCIMLEDGER_LOG_LEVEL", "info"))
+    # before any worker imports prometheus-client. Rate limits: the documented defaults
+    # unless set (docs/operations.md), filled in by Settings.from_env(serving=True).
+    log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
-    prepare_multiprocess_dir(data_dir(args.data))
-    apply_serve_defaults()
-    from adapters.http.shared_limits import reset
-
-    reset(data_dir(args.data))  # the workers' shared rate-limit buckets start full
-    runtime = Runtime(args.data, args.store)
+    use_metrics_dir(prepare_multiprocess_dir(settings.data))
+    reset(settings.data)  # the workers' shared rate-limit buckets start full
+    runtime = Runtime(settings, observed=False)
     try:
-        prepare(runtime, f"http://{args.host}:{args.port}")
+        prepare(runtime, f"http://{settings.host}:{settings.port}")
     finally:
         runtime.close()
     options = {
-        "bind": f"{args.host}:{args.port}",
-        "workers": args.workers,
-        "threads": args.threads,
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        "threads": settings.threads,
         # gthread, answering what gunicorn refuses itself (414, 431, 400) with a SCIM body
         "worker_class": "adapters.http.worker.ScimThreadWorker",
         "accesslog": None,
@@ -108,11 +117,8 @@ def serve(args) -> int:
         "loglevel": "warning",
         "timeout": 60,
         "graceful_timeout": 10,
-    }
-    from adapters.http.worker import LIMITS
-
-    options |= LIMITS
-    options["logconfig_dict"] = log_config
-    options["logger_class"] = "adapters.http.logs.GunicornLogger"
-    ScimLedgerServer(options, str(runtime.data), runtime.store).run()
+        "logconfig_dict": log_config,
+        "logger_class": "adapters.http.logs.GunicornLogger",
+    } | LIMITS
+    ScimLedgerServer(options, settings).run()
     return 0

@@ -33,11 +33,13 @@ MAX_COUNT = 1000
 SCIM_BASE = "/scim/v2"
 
 
-def install(app: falcon.App, runtime) -> None:
-    app.add_route(f"{PREFIX}/events", Events(runtime))
+def install(app: falcon.App, audit, ledger) -> None:
+    """The routes over the audit projection (``projections.audit.AuditLog``); time travel
+    reads old versions from the ``ledger``."""
+    app.add_route(f"{PREFIX}/events", Events(audit))
     for kind in ("Users", "Groups"):
-        app.add_route(f"{PREFIX}/{kind}/{{resource_id}}/history", History(runtime, kind))
-        app.add_route(f"{PREFIX}/{kind}/{{resource_id}}", AsOf(runtime, kind))
+        app.add_route(f"{PREFIX}/{kind}/{{resource_id}}/history", History(audit, kind))
+        app.add_route(f"{PREFIX}/{kind}/{{resource_id}}", AsOf(audit, ledger, kind))
 
 
 def encode_cursor(position: int) -> str:
@@ -71,8 +73,8 @@ def _json(resp: falcon.Response, body: dict) -> None:
 
 
 class Events:
-    def __init__(self, runtime):
-        self.runtime = runtime
+    def __init__(self, audit):
+        self.audit = audit
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         count = req.get_param_as_int("count", min_value=1, max_value=MAX_COUNT, default=DEFAULT_COUNT)
@@ -95,7 +97,7 @@ class Events:
             after=decode_cursor(cursor) if cursor else None,
             limit=count + 1,
         )
-        audit = self.runtime.audit
+        audit = self.audit
         audit.catch_up()
         events = audit.search(query)
         body: dict = {"events": events[:count]}
@@ -105,11 +107,11 @@ class Events:
 
 
 class History:
-    def __init__(self, runtime, kind: str):
-        self.runtime, self.kind = runtime, kind
+    def __init__(self, audit, kind: str):
+        self.audit, self.kind = audit, kind
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
-        audit = self.runtime.audit
+        audit = self.audit
         audit.catch_up()
         versions = [e for e in audit.history(resource_id, req.context.tenant) if e["resource"]["type"] == self.kind[:-1]]
         if not versions:
@@ -120,12 +122,12 @@ class History:
 class AsOf:
     """The resource as it was at ``asOf`` (default: now), rebuilt from its events."""
 
-    def __init__(self, runtime, kind: str):
-        self.runtime, self.kind = runtime, kind
+    def __init__(self, audit, ledger, kind: str):
+        self.audit, self.ledger, self.kind = audit, ledger, kind
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         moment = _time(req, "asOf") or utc_text(datetime.now(UTC))
-        audit = self.runtime.audit
+        audit = self.audit
         audit.catch_up()
         kind = self.kind[:-1]
         found = audit.version_at(resource_id, moment)
@@ -136,7 +138,7 @@ class AsOf:
             raise NotFound(f"{kind} {resource_id} had been deleted by {moment}")
         if kind == "User" and audit.is_erased(resource_id):
             raise ScimHTTPError(410, f"the personal data of User {resource_id} has been erased")
-        aggregate = self.runtime.ledger.repository.get(UUID(resource_id), version=version)
+        aggregate = self.ledger.repository.get(UUID(resource_id), version=version)
         row = ResourceRow(resource_id, utc_text(aggregate.created_on), utc_text(aggregate.modified_on), version,
                           orjson.dumps(aggregate.attributes))
         base = f"{req.prefix}{SCIM_BASE}"

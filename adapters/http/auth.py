@@ -53,14 +53,15 @@ class BearerAuth:
     """Resolves the bearer token to a tenant and scope, after catching the directory up
     so a token revoked on any worker or node is refused at its next request."""
 
-    def __init__(self, runtime, settings: Settings | None = None, clock=None, now=None):
-        """``clock``: the limiters' monotonic clock; ``now``: the wall clock expiry is
-        judged by (an aware datetime; tests inject both)."""
-        self.runtime = runtime
+    def __init__(self, directory, settings: Settings, clock=None, now=None, data=None):
+        """``directory``: the projection holding the tokens; ``settings``: the rate limits;
+        ``data``: the data directory whose ``limits`` file the workers share (None: this
+        process only);
+        ``clock``: the limiters' monotonic clock; ``now``: the wall clock expiry is judged
+        by (an aware datetime; tests inject both)."""
+        self.directory = directory
         self.now = now or (lambda: datetime.now(UTC))
-        settings = settings or Settings.from_env()
         # Node-wide buckets, shared by the workers through <data>/limits (adapters.http.shared_limits).
-        data = getattr(runtime, "data", None)
         self.per_token = limiter(data, "tokens", settings.per_token, clock)
         self.failures = limiter(data, "auth-failures", settings.auth_failures, clock)
 
@@ -104,7 +105,7 @@ class BearerAuth:
 
     def _authenticate(self, req: falcon.Request) -> tuple[str, str, str, str]:
         secret = _bearer(req)
-        directory = self.runtime.directory
+        directory = self.directory
         # The one catch-up of a request: it happens after the request arrived, so the
         # token check and every read after it see each write acknowledged before then.
         directory.catch_up()

@@ -22,8 +22,8 @@ _ENDPOINTS = {"users": "User", "groups": "Group"}
 
 
 class Bulk:
-    def __init__(self, runtime, base: str, max_payload: int):
-        self.runtime = runtime
+    def __init__(self, ledger, directory, base: str, max_payload: int):
+        self.ledger, self.directory = ledger, directory
         self.base = base
         self.max_payload = max_payload
 
@@ -44,8 +44,8 @@ class Bulk:
             raise InvalidValue("failOnErrors must be a positive integer")
         operations = [parse_operation(index, raw) for index, raw in enumerate(raw_operations)]
         _check_bulk_ids(operations)
-        outcomes, position = self.runtime.ledger.run_bulk(req.context.tenant, operations, req.context.cause, fail_on_errors)
-        self.runtime.directory.catch_up(until=position)
+        outcomes, position = self.ledger.run_bulk(req.context.tenant, operations, req.context.cause, fail_on_errors)
+        self.directory.catch_up(until=position)
         base = f"{req.prefix}{self.base}"
         resp.media = {"schemas": [BULK_RESPONSE], "Operations": [_answer(outcome, base) for outcome in outcomes]}
 

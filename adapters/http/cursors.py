@@ -22,12 +22,13 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
 from domain.errors import ScimError
 
-KEY_ENV = "SCIMLEDGER_CURSOR_KEY"
+KEY_ENV = "SCIMLEDGER_CURSOR_KEY"  # read by adapters.settings
 KEY_FILE = "cursor.key"
 TIMEOUT = 3600  # seconds a cursor stays valid (advertised as cursorTimeout)
 MAX_TOKEN = 2048
@@ -53,16 +54,25 @@ class Position:
 
 
 class Cursors:
-    def __init__(self, key: bytes, timeout: int = TIMEOUT):
-        self._key = key
+    def __init__(self, key: bytes | Callable[[], bytes], timeout: int = TIMEOUT):
+        """``key``: the MAC key, or where to get it at the first cursor (the key file)."""
+        self._key_source = key
+        self._loaded: bytes | None = key if isinstance(key, bytes) else None
         self.timeout = timeout
 
     @classmethod
-    def for_data_dir(cls, data: Path) -> Cursors:
-        configured = os.environ.get(KEY_ENV, "").strip()
+    def for_data_dir(cls, data: Path, configured: str = "") -> Cursors:
+        """Under the configured key (``SCIMLEDGER_CURSOR_KEY``), else the data directory's
+        (made at the first cursor, not at start: a read-only data directory still serves)."""
         if configured:
             return cls(hashlib.sha256(configured.encode()).digest())
-        return cls(_key_file(Path(data) / KEY_FILE))
+        return cls(lambda: _key_file(Path(data) / KEY_FILE))
+
+    @property
+    def _key(self) -> bytes:
+        if self._loaded is None:
+            self._loaded = self._key_source()
+        return self._loaded
 
     def issue(self, tenant: str, query: str, forward: bool, key: tuple, count: int) -> str:
         payload = {"t": tenant, "q": _digest(query), "f": forward, "k": [_encode(v) for v in key], "n": count,

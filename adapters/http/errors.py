@@ -20,6 +20,9 @@ import sqlite3
 
 import falcon
 import orjson
+import psycopg
+import psycopg.errors
+from eventsourcing.persistence import OperationalError
 
 from domain import errors
 from domain.schemas import ERROR
@@ -77,19 +80,10 @@ def store_unavailable(error: BaseException) -> bool:
 
 
 def _is_unavailable_psycopg(error: BaseException) -> bool:
-    try:
-        import psycopg
-        import psycopg.errors
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
     return isinstance(error, (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction))
 
 
 def _is_unavailable_eventsourcing(error: BaseException) -> bool:
-    try:
-        from eventsourcing.persistence import OperationalError
-    except ImportError:  # pragma: no cover
-        return False
     return isinstance(error, OperationalError)
 
 
@@ -129,16 +123,6 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(errors.ScimError, handle_scim_error)
     app.add_error_handler(sqlite3.OperationalError, handle_store_unavailable)
-    try:
-        import psycopg
-
-        app.add_error_handler(psycopg.OperationalError, handle_store_unavailable)
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pass
-    try:
-        from eventsourcing.persistence import OperationalError
-
-        app.add_error_handler(OperationalError, handle_store_unavailable)
-    except ImportError:  # pragma: no cover
-        pass
+    app.add_error_handler(psycopg.OperationalError, handle_store_unavailable)
+    app.add_error_handler(OperationalError, handle_store_unavailable)
     app.set_error_serializer(serialize_error)

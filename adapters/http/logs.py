@@ -8,7 +8,6 @@ module (for its log formatter) and must not import prometheus-client before
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import traceback
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ from pathlib import Path
 import orjson
 from gunicorn import glogging
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,17 +56,16 @@ def logging_config(level: str = "info") -> dict:
 
 def prepare_multiprocess_dir(data: str | Path) -> str | None:
     """Under ``serve``: an empty ``<data>/metrics`` for prometheus-client's multiprocess
-    files, named in the environment before any worker imports prometheus-client.
-    Emptied at every start, so the files of killed workers do not pile up."""
+    files (``serve`` names it with ``adapters.settings.use_metrics_dir`` before any worker
+    imports prometheus-client), or None when it cannot be made. Emptied at every start,
+    so the files of killed workers do not pile up."""
     path = Path(data) / "metrics"
     shutil.rmtree(path, ignore_errors=True)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # a read-only data directory: each worker counts for itself
         logging.getLogger("scimledger").warning("metrics: cannot use %s (%s); /metrics shows one worker", path, error)
-        os.environ.pop(MULTIPROC_ENV, None)
         return None
-    os.environ[MULTIPROC_ENV] = str(path)
     return str(path)
 
 

@@ -8,8 +8,6 @@ contains one, and PostgreSQL text cannot store it).
 
 from __future__ import annotations
 
-import os
-
 import falcon
 import orjson
 from falcon import media
@@ -18,22 +16,8 @@ from adapters.http.errors import ScimHTTPError
 
 SCIM_JSON = "application/scim+json"
 DEFAULT_MAX_BODY = 1024 * 1024
-MAX_BODY_ENV = "SCIMLEDGER_MAX_BODY"
+MAX_BODY_ENV = "SCIMLEDGER_MAX_BODY"  # read by adapters.settings
 MAX_DEPTH = 32  # a SCIM PATCH body is 5 deep; orjson itself stops at 1024
-
-
-def configured_max_body(default: int = DEFAULT_MAX_BODY) -> int:
-    """``SCIMLEDGER_MAX_BODY`` (bytes) when set, else ``default``."""
-    text = os.environ.get(MAX_BODY_ENV, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{MAX_BODY_ENV} must be a number of bytes, not {text!r}") from None
-    if value < 1024:
-        raise ValueError(f"{MAX_BODY_ENV} must be at least 1024 bytes, not {value}")
-    return value
 
 
 class ScimJSONHandler(media.BaseHandler):
@@ -97,8 +81,6 @@ def _nul() -> ScimHTTPError:
 
 
 def install(app: falcon.App, max_body: int) -> None:
-    if max_body == DEFAULT_MAX_BODY:
-        max_body = configured_max_body()
     handler = ScimJSONHandler(max_body)
     handlers = {SCIM_JSON: handler, falcon.MEDIA_JSON: handler}
     app.req_options.media_handlers.update(handlers)

@@ -120,10 +120,10 @@ class Metadata(_Base):
 
 
 class TokenEndpoint(_Base):
-    def __init__(self, runtime, settings: OAuthSettings, failures: Limiter, per_client: Limiter,
+    def __init__(self, ledger, directory, settings: OAuthSettings, failures: Limiter, per_client: Limiter,
                  now: Callable[[], datetime], keysets: KeySets | None = None):
         super().__init__(settings)
-        self.runtime = runtime
+        self.ledger, self.directory = ledger, directory
         self.failures, self.per_client = failures, per_client
         self.now = now
         self.keysets = keysets or KeySets()
@@ -153,7 +153,7 @@ class TokenEndpoint(_Base):
             raise OAuthError(429, "temporarily_unavailable", "too many failed client authentications from this "
                              "address; retry later", {"Retry-After": retry_after(wait)})
         form = _form(req)
-        directory = self.runtime.directory
+        directory = self.directory
         directory.catch_up()  # a client created, rotated or revoked on any node counts now
         now = self.now()
         issuer = self.issuer(req)
@@ -183,7 +183,7 @@ class TokenEndpoint(_Base):
             "client": req.remote_addr, "user_agent": (req.user_agent or "")[:200],
         }
         try:
-            position = Clients(self.runtime.ledger).issue_access_token(
+            position = Clients(self.ledger).issue_access_token(
                 client["id"], client["tenant"], scope, hash_secret(token), authenticated.generation,
                 utc_text(now + timedelta(seconds=lifetime)), cause, authenticated.assertion_key)
         except AssertionReplayed:
@@ -236,8 +236,8 @@ def _scope(requested: str | None, granted: str) -> str:
     return granted
 
 
-def install(app: falcon.App, runtime, failures: Limiter, per_client: Limiter, settings: OAuthSettings,
+def install(app: falcon.App, ledger, directory, failures: Limiter, per_client: Limiter, settings: OAuthSettings,
             now: Callable[[], datetime] | None = None, keysets: KeySets | None = None) -> None:
     now = now or (lambda: datetime.now(UTC))
-    app.add_route(TOKEN_PATH, TokenEndpoint(runtime, settings, failures, per_client, now, keysets))
+    app.add_route(TOKEN_PATH, TokenEndpoint(ledger, directory, settings, failures, per_client, now, keysets))
     app.add_route(METADATA_PATH, Metadata(settings))

@@ -10,8 +10,13 @@
   files under ``<data>/metrics`` (``PROMETHEUS_MULTIPROC_DIR``, emptied at every start)
   and every worker's scrape sums all of them. The projection lag and the log head are
   read from the store at scrape time.
-* ``instrument(runtime)``: counts events appended and version-conflict retries through
-  the two callbacks ``domain.service.Ledger`` offers (the domain knows no Prometheus).
+* ``count_events`` / ``count_retry``: the two observers ``domain.service.Ledger`` takes
+  (the domain knows no Prometheus); the composition root passes them to the ledger.
+
+prometheus-client chooses its storage (one process, or multiprocess files) when it is
+first imported, from ``PROMETHEUS_MULTIPROC_DIR``. This module is imported by every
+command, the gunicorn arbiter included, before ``serve`` has named that directory; so it
+imports prometheus-client only when a metric is first used (``_meters``), in a worker.
 
 Recording a metric never fails a request: a full or read-only data directory makes the
 multiprocess files unwritable, and the request must still get its SCIM answer (503).
@@ -22,19 +27,64 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import time
+from types import SimpleNamespace
 
 import falcon
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-from adapters.http.logs import MULTIPROC_ENV
 
 access_log = logging.getLogger("scimledger.access")
 log = logging.getLogger("scimledger")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_loaded: SimpleNamespace | None = None
+_loading = threading.Lock()
+
+
+def _meters() -> SimpleNamespace:
+    """The metrics, created at first use (see the module docstring for why not at import)."""
+    global _loaded
+    if _loaded is None:
+        with _loading:
+            if _loaded is None:
+                _loaded = _create_meters()
+    return _loaded
+
+
+def _create_meters() -> SimpleNamespace:
+    # Imported here, not at the top: prometheus-client picks its storage at import (above).
+    import prometheus_client
+    from prometheus_client import values
+
+    multiprocess = values.ValueClass is not values.MutexValue
+    if multiprocess:
+        _allocate_mmap_files()
+    return SimpleNamespace(
+        prometheus=prometheus_client,
+        multiprocess=multiprocess,
+        requests=_metric(
+            prometheus_client.Counter, "scimledger_http_requests",
+            "HTTP requests answered, by method, route template and status", ["method", "route", "status"],
+        ),
+        latency=_metric(
+            prometheus_client.Histogram, "scimledger_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template", ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        events=_metric(prometheus_client.Counter, "scimledger_events_appended", "Events appended to the event store by this node"),
+        retries=_metric(
+            prometheus_client.Counter, "scimledger_version_conflict_retries",
+            "Writes retried because another writer changed the same aggregate first",
+        ),
+    )
+
+
+def __getattr__(name: str):
+    """``REQUESTS``, ``LATENCY``, ``EVENTS``, ``RETRIES``: the metrics by their old names."""
+    if name in ("REQUESTS", "LATENCY", "EVENTS", "RETRIES"):
+        return getattr(_meters(), name.lower())
+    raise AttributeError(name)
+
 
 def _allocate_mmap_files() -> None:
     """prometheus-client's multiprocess files are sparse files written through mmap: on a
@@ -42,7 +92,7 @@ def _allocate_mmap_files() -> None:
     (found by tests/e2e/test_full_disk.py on a full tmpfs). Allocate their blocks
     for real (posix_fallocate) before they are mapped or grown, so a full disk is an
     OSError (caught: the metric is skipped) instead of a dead worker."""
-    from prometheus_client import mmap_dict, values
+    from prometheus_client import mmap_dict, values  # see _create_meters
 
     if getattr(values.MmapedDict, "allocated", False):
         return
@@ -79,10 +129,6 @@ def _reserve(filename: str, size: int) -> None:
         os.close(fd)
 
 
-if os.environ.get(MULTIPROC_ENV):
-    _allocate_mmap_files()
-
-
 def _metric(factory, *args, **kwargs):
     """A metric, or None when its storage cannot be created (full or read-only disk)."""
     try:
@@ -92,27 +138,14 @@ def _metric(factory, *args, **kwargs):
         return None
 
 
-REQUESTS = _metric(
-    Counter, "scimledger_http_requests", "HTTP requests answered, by method, route template and status",
-    ["method", "route", "status"],
-)
-LATENCY = _metric(
-    Histogram, "scimledger_http_request_duration_seconds", "Time to answer an HTTP request, by method and route template",
-    ["method", "route"], buckets=LATENCY_BUCKETS,
-)
-EVENTS = _metric(Counter, "scimledger_events_appended", "Events appended to the event store by this node")
-RETRIES = _metric(
-    Counter, "scimledger_version_conflict_retries", "Writes retried because another writer changed the same aggregate first"
-)
-
-
 # -- the request middleware ---------------------------------------------------------------
 
 
 class RequestLog:
     """One JSON log line and the metrics of every request (put it first in the chain).
 
-    ``router`` (the app's) names the route of a request refused before routing (401, 429).
+    ``router``: the app's router (``falcon.App(router=...)``), which names the route of a
+    request refused before routing (401, 429).
     """
 
     def __init__(self, router=None):
@@ -139,8 +172,9 @@ class RequestLog:
         route = self.route_of(req)
         status = resp.status_code
         try:
-            REQUESTS.labels(req.method, route, str(status)).inc()
-            LATENCY.labels(req.method, route).observe(elapsed)
+            meters = _meters()
+            meters.requests.labels(req.method, route, str(status)).inc()
+            meters.latency.labels(req.method, route).observe(elapsed)
         except Exception:  # noqa: BLE001 - metrics must never fail a request
             pass
         fields = {
@@ -162,13 +196,15 @@ class RequestLog:
 class ProjectionCollector:
     """Read at scrape time: the log head, and how far this node's directory trails it."""
 
-    def __init__(self, runtime):
-        self.runtime = runtime
+    def __init__(self, directory):
+        self.directory = directory
 
     def collect(self):
+        from prometheus_client.core import GaugeMetricFamily  # see _create_meters
+
         try:
-            head = self.runtime.ledger.recorder.max_notification_id() or 0
-            position = self.runtime.directory.position()
+            head = self.directory.recorder.max_notification_id() or 0
+            position = self.directory.position()
         except Exception:  # noqa: BLE001 - a scrape must not fail with the store
             return
         yield GaugeMetricFamily("scimledger_event_log_head", "Position of the last event in the event log", value=head)
@@ -180,40 +216,36 @@ class ProjectionCollector:
 
 
 class Metrics:
-    def __init__(self, runtime):
-        self.projection = ProjectionCollector(runtime)
+    def __init__(self, directory):
+        self.projection = ProjectionCollector(directory)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        registry = CollectorRegistry()
+        meters = _meters()
+        prometheus = meters.prometheus
+        registry = prometheus.CollectorRegistry()
         registry.register(self.projection)
-        if os.environ.get(MULTIPROC_ENV):
-            from prometheus_client import multiprocess
+        if meters.multiprocess:
+            from prometheus_client import multiprocess  # see _create_meters
 
             multiprocess.MultiProcessCollector(registry)
-            body = generate_latest(registry)
+            body = prometheus.generate_latest(registry)
         else:
-            from prometheus_client import REGISTRY
-
-            body = generate_latest(REGISTRY) + generate_latest(registry)
-        resp.content_type = CONTENT_TYPE_LATEST
+            body = prometheus.generate_latest(prometheus.REGISTRY) + prometheus.generate_latest(registry)
+        resp.content_type = prometheus.CONTENT_TYPE_LATEST
         resp.data = body
 
 
-def instrument(runtime) -> None:
-    """Hook the ledger's callbacks up to the counters."""
-    runtime.ledger.on_recorded = _count_events
-    runtime.ledger.on_retry = _count_retry
-
-
-def _count_events(count: int) -> None:
+def count_events(count: int) -> None:
+    """``Ledger(on_recorded=...)``: events appended by a save."""
     try:
-        EVENTS.inc(count)
+        _meters().events.inc(count)
     except Exception:  # noqa: BLE001
         pass
 
 
-def _count_retry() -> None:
+def count_retry() -> None:
+    """``Ledger(on_retry=...)``: a write retried after a version conflict."""
     try:
-        RETRIES.inc()
+        _meters().retries.inc()
     except Exception:  # noqa: BLE001
         pass

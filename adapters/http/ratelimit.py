@@ -6,8 +6,8 @@ authentications (slows anyone guessing tokens).
 worker of the node maps), so the limits are per token / per address **per node**
 whatever the number of workers (docs/operations.md).
 
-Settings (environment, read when the app is built). ``scimledger serve`` fills in the
-defaults below for what is not set; an app built in-process (tests, embedding) without
+Settings (environment, read once by ``adapters.settings``). ``scimledger serve`` fills in
+the defaults below for what is not set; an app built in-process (tests, embedding) without
 these variables has both limits off.
 
 =================================  =======  ==============================================
@@ -21,7 +21,6 @@ these variables has both limits off.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -37,9 +36,8 @@ SERVE_DEFAULTS = {
 }
 
 
-def apply_serve_defaults(env=None) -> None:
+def apply_serve_defaults(env: dict) -> None:
     """``scimledger serve``: the documented defaults for every limit not set explicitly."""
-    env = os.environ if env is None else env
     for name, value in SERVE_DEFAULTS.items():
         if not str(env.get(name, "")).strip():
             env[name] = value
@@ -61,8 +59,8 @@ class Settings:
     auth_failures: Limits
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> Settings:
-        env = os.environ if env is None else env
+    def from_env(cls, env) -> Settings:
+        """From the variables above, in ``env`` (a mapping)."""
         rate = _number(env, "SCIMLEDGER_RATE_LIMIT", 0)
         burst = _number(env, "SCIMLEDGER_RATE_BURST", max(2 * rate, 1))
         failure_rate = _number(env, "SCIMLEDGER_AUTH_FAILURE_RATE", 0)

@@ -2,7 +2,7 @@
 
 A node that starts with an empty (or old) data directory must build its directory
 projection from the shared event log before a load balancer sends it traffic. Each
-gunicorn worker starts a background *warm-up* right after it has built its Runtime: it
+gunicorn worker starts a background *warm-up* right after it has built its parts: it
 catches the directory up to the head of the log (retrying every second while the store
 is unreachable). ``/readyz`` answers
 
@@ -21,18 +21,19 @@ is unreachable). ``/readyz`` answers
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 log = logging.getLogger("scimledger")
 
-MAX_LAG = int(os.environ.get("SCIMLEDGER_READY_MAX_LAG", "50000"))
+MAX_LAG = 50_000  # default of SCIMLEDGER_READY_MAX_LAG (adapters.settings)
 
 
 class Readiness:
-    def __init__(self, runtime, background: bool = True, max_lag: int = MAX_LAG):
-        self.runtime = runtime
+    def __init__(self, directory, background: bool = True, max_lag: int = MAX_LAG):
+        """``background``: a warm-up thread (``start``) catches up first; without, the
+        probe itself catches up (in-process use, tests)."""
+        self.directory = directory
         self.max_lag = max_lag
         self.warmed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,7 +58,7 @@ class Readiness:
         delay = 0.2
         while True:
             try:
-                position = self.runtime.directory.catch_up()
+                position = self.directory.catch_up()
             except Exception as error:  # the store is down: keep trying, /readyz says 503
                 log.warning("directory warm-up: %s: %s; retrying", type(error).__name__, error)
                 time.sleep(delay)
@@ -69,7 +70,7 @@ class Readiness:
 
     def check(self) -> tuple[bool, dict]:
         """(ready, body): body is the 200 document, or ``{"detail": why}`` for a 503."""
-        directory = self.runtime.directory
+        directory = self.directory
         try:
             head = directory.recorder.max_notification_id() or 0
         except Exception as error:
@@ -86,10 +87,3 @@ class Readiness:
             return False, {"detail": f"catching up from the event store failed ({type(error).__name__}); retry shortly"}
         return True, {"status": "ready", "position": position, "head": head}
 
-
-def readiness_of(runtime) -> Readiness:
-    """The worker's Readiness (set up by ``scimledger serve``), or one that checks inline."""
-    readiness = getattr(runtime, "readiness", None)
-    if readiness is None:
-        readiness = runtime.readiness = Readiness(runtime, background=False)
-    return readiness

@@ -17,6 +17,7 @@ from adapters.http.errors import ScimHTTPError
 from adapters.http.rendering import LazyMembers, etag, group_resource, is_lazy, stream_json, user_resource
 from adapters.http.search import DEFAULT_COUNT, MAX_COUNT, Query, Searcher  # noqa: F401  (re-exported)
 from domain.errors import InvalidSyntax, NotFound
+from domain.model import Cause
 from domain.schemas import PATCH_OP, ResourceType
 from domain.selection import may_return, parse_attribute_list, select
 from domain.service import Written
@@ -46,23 +47,16 @@ class ScimResources:
     table: str
     kind: str
 
-    def __init__(self, runtime, base: str, searcher: Searcher | None = None):
-        self.runtime = runtime
+    def __init__(self, ledger, directory, base: str, searcher: Searcher):
+        self.ledger = ledger  # domain.service.Ledger: the writes
+        self.directory = directory  # projections.directory.Directory: the reads
         self.base = base
-        self.searcher = searcher or Searcher(runtime)
+        self.searcher = searcher
 
     @property
     def rt(self) -> ResourceType:
-        schemas = self.runtime.ledger.schemas
+        schemas = self.ledger.schemas
         return schemas.user if self.kind == "User" else schemas.group
-
-    @property
-    def ledger(self):
-        return self.runtime.ledger
-
-    @property
-    def directory(self):
-        return self.runtime.directory
 
     def base_url(self, req: falcon.Request) -> str:
         return f"{req.prefix}{self.base}"
@@ -76,6 +70,18 @@ class ScimResources:
         raise NotImplementedError
 
     def row(self, tenant: str, resource_id: str) -> ResourceRow | None:
+        raise NotImplementedError
+
+    def create(self, tenant: str, body: dict, cause: Cause) -> Written:
+        raise NotImplementedError
+
+    def replace(self, tenant: str, resource_id: str, body: dict, cause: Cause, expected_version: int | None) -> Written:
+        raise NotImplementedError
+
+    def patch(self, tenant: str, resource_id: str, operations: list, cause: Cause, expected_version: int | None) -> Written:
+        raise NotImplementedError
+
+    def delete(self, tenant: str, resource_id: str, cause: Cause, expected_version: int | None) -> Written:
         raise NotImplementedError
 
     # -- shared flows --------------------------------------------------------------
@@ -148,17 +154,17 @@ class Users(ScimResources):
     table = "users"
     kind = "User"
 
-    def create(self, *args) -> Written:
-        return self.ledger.provision_user(*args)
+    def create(self, tenant: str, body: dict, cause: Cause) -> Written:
+        return self.ledger.provision_user(tenant, body, cause)
 
-    def replace(self, *args) -> Written:
-        return self.ledger.replace_user(*args)
+    def replace(self, tenant: str, resource_id: str, body: dict, cause: Cause, expected_version: int | None) -> Written:
+        return self.ledger.replace_user(tenant, resource_id, body, cause, expected_version)
 
-    def patch(self, *args) -> Written:
-        return self.ledger.patch_user(*args)
+    def patch(self, tenant: str, resource_id: str, operations: list, cause: Cause, expected_version: int | None) -> Written:
+        return self.ledger.patch_user(tenant, resource_id, operations, cause, expected_version)
 
-    def delete(self, *args) -> Written:
-        return self.ledger.deprovision_user(*args)
+    def delete(self, tenant: str, resource_id: str, cause: Cause, expected_version: int | None) -> Written:
+        return self.ledger.deprovision_user(tenant, resource_id, cause, expected_version)
 
     def row(self, tenant, resource_id):
         return self.directory.user_row(tenant, resource_id)
@@ -174,17 +180,17 @@ class Groups(ScimResources):
     table = "groups"
     kind = "Group"
 
-    def create(self, *args) -> Written:
-        return self.ledger.create_group(*args)
+    def create(self, tenant: str, body: dict, cause: Cause) -> Written:
+        return self.ledger.create_group(tenant, body, cause)
 
-    def replace(self, *args) -> Written:
-        return self.ledger.replace_group(*args)
+    def replace(self, tenant: str, resource_id: str, body: dict, cause: Cause, expected_version: int | None) -> Written:
+        return self.ledger.replace_group(tenant, resource_id, body, cause, expected_version)
 
-    def patch(self, *args) -> Written:
-        return self.ledger.patch_group(*args)
+    def patch(self, tenant: str, resource_id: str, operations: list, cause: Cause, expected_version: int | None) -> Written:
+        return self.ledger.patch_group(tenant, resource_id, operations, cause, expected_version)
 
-    def delete(self, *args) -> Written:
-        return self.ledger.delete_group(*args)
+    def delete(self, tenant: str, resource_id: str, cause: Cause, expected_version: int | None) -> Written:
+        return self.ledger.delete_group(tenant, resource_id, cause, expected_version)
 
     def row(self, tenant, resource_id):
         return self.directory.group_row(tenant, resource_id)

@@ -97,15 +97,9 @@ def _int(value, name: str) -> int | None:
 class Searcher:
     """Runs a Query over some of the resource endpoints (``ScimResources`` instances)."""
 
-    def __init__(self, runtime, cursors: Cursors | None = None):
-        self.runtime = runtime
-        self._cursors = cursors
-
-    @property
-    def cursors(self) -> Cursors:
-        if self._cursors is None:
-            self._cursors = Cursors.for_data_dir(self.runtime.data)
-        return self._cursors
+    def __init__(self, directory, cursors: Cursors):
+        self.directory = directory
+        self.cursors = cursors
 
     def respond(self, req: falcon.Request, resp: falcon.Response, endpoints: list, query: Query) -> None:
         body = self.search(req, endpoints, query)
@@ -119,7 +113,7 @@ class Searcher:
         tenant = req.context.tenant
         sources = self._sources(endpoints, query)
         descending = _descending(query.sort_order)
-        directory = self.runtime.directory
+        directory = self.directory
         cursor_mode = query.cursor is not None
         if cursor_mode and query.start_index is not None:
             raise InvalidValue("Use either cursor or startIndex, not both (RFC 9865).")

@@ -23,20 +23,40 @@ Query parameters (all optional):
 The same settings can also come from the environment as the library's ``POSTGRES_*`` keys
 (``POSTGRES_LOCK_TIMEOUT``, ``POSTGRES_POOL_SIZE``, ...) or ``SCIMLEDGER_PG_*`` (see
 ``adapters.store.postgres``); a URL parameter wins over the environment, which wins over the
-defaults above.
+defaults above. (``adapters.settings`` reads those variables into
+``Settings.store_environment``; this module is given them.)
+
+``open_store`` opens the store (its recorders) before anything is built on it: the
+composition root then builds the projections on its recorder and the ``Ledger`` last
+(``ledger_on``), so no part is patched in after construction.
 """
 
 from __future__ import annotations
 
-import os
+import sqlite3
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from eventsourcing.utils import get_topic
+import psycopg
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    InterfaceError,
+    OperationalError,
+    Recorder,
+    Transcoder,
+)
+from eventsourcing.utils import Environment, get_topic
 
 from adapters.store import postgres as pgstore, schema_version, sqlitestore
+from adapters.store.locks import AdvisoryLocks
+from adapters.store.group_commit import GroupCommitLedger
+from adapters.store.log_head import log_head
 from adapters.store.transcoder import OrjsonTranscoder
+from domain.locking import ProcessLocks
 from domain.ports import DirectoryFacts
 from domain.schemas import DEFAULT_SCHEMAS, SchemaSet
 from domain.service import Ledger
@@ -53,16 +73,10 @@ PG_SETTINGS = {
 }
 
 
-def data_dir(explicit: str | None = None) -> Path:
-    return Path(explicit or os.environ.get("SCIMLEDGER_DATA") or "./scimledger-data").resolve()
-
-
-def store_url(explicit: str | None = None) -> str | None:
-    return explicit or os.environ.get("SCIMLEDGER_STORE") or None
-
-
-def store_env(data: Path, url: str | None) -> dict:
-    """Settings for eventsourcing; a PostgreSQL URL may name a schema: ``…/db?schema=s``."""
+def store_env(data: Path, url: str | None, environment: Mapping[str, str] | None = None) -> dict:
+    """Settings for eventsourcing; a PostgreSQL URL may name a schema: ``…/db?schema=s``.
+    ``environment``: the ``POSTGRES_*``/``SCIMLEDGER_PG_*`` variables set (``Settings.store_environment``)."""
+    environment = environment or {}
     env = {"TRANSCODER_TOPIC": get_topic(OrjsonTranscoder)}
     if not url or url.startswith("sqlite"):
         path = urlsplit(url).path if url else str(data / "events.sqlite3")
@@ -84,7 +98,7 @@ def store_env(data: Path, url: str | None) -> dict:
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
     }
     for name, (key, default) in PG_SETTINGS.items():
-        value = query.get(name) or os.environ.get(key) or default
+        value = query.get(name) or environment.get(key) or default
         _check_number(name, value, integer=key.startswith("POSTGRES_") or name == "connect_timeout")
         env[key] = value
     if query.get("schema"):
@@ -109,9 +123,6 @@ def is_postgres(env: dict) -> bool:
 def aggregate_locks(env: dict):
     """The locks commands on one aggregate queue on (``domain.locking``): a lock file beside
     a SQLite store, PostgreSQL advisory locks on a shared one; in-process otherwise."""
-    from adapters.store.locks import AdvisoryLocks
-    from domain.locking import ProcessLocks
-
     if is_postgres(env):
         conninfo = schema_version.pg_conninfo(env)
         conninfo["options"] = "-c idle_in_transaction_session_timeout=60000"
@@ -119,26 +130,88 @@ def aggregate_locks(env: dict):
     return sqlitestore.locks_for(env.get("SQLITE_DBNAME", "")) or ProcessLocks()
 
 
-def open_ledger(data: Path, url: str | None, facts: DirectoryFacts | None = None,
-                schemas: SchemaSet = DEFAULT_SCHEMAS) -> Ledger:
-    """The ledger on the configured store, after checking the store's schema version.
+@dataclass(frozen=True)
+class EventStore:
+    """An opened event store: the library's factory and the recorders the parts share."""
+
+    url: str | None
+    env: dict  # the library's settings (store_env plus the POSTGRES_* environment)
+    factory: InfrastructureFactory
+    recorder: ApplicationRecorder  # the event log
+    snapshots: Recorder
+    transcoder: Transcoder
+    head: Callable[[], int]  # reads the log's last position
+
+    @property
+    def decode(self) -> Callable[[bytes], Any]:
+        return self.transcoder.decode
+
+
+def open_store(data: Path, url: str | None, environment: Mapping[str, str] | None = None) -> EventStore:
+    """The configured store, its tables created, after checking the store's schema version.
 
     Raises ``schema_version.UnknownSchemaVersion`` (a SystemExit with a clear message) when
-    the store was stamped by a scimledger with a layout this one does not know.
+    the store was stamped by a scimledger with a layout this one does not know, and
+    ``StoreUnreachable`` when it cannot be reached.
     """
     data.mkdir(parents=True, exist_ok=True)  # the projections live here whatever the store
-    env = store_env(data, url)
-    ledger_class = Ledger
-    if os.environ.get("SCIMLEDGER_GROUP_COMMIT", "").lower() in ("1", "y", "yes", "true", "on"):
-        from adapters.store.group_commit import GroupCommitLedger
-
-        ledger_class = GroupCommitLedger
+    settings = store_env(data, url, environment)
+    # What the library would gather from the process environment, given to it here:
+    env = {**Ledger.env, "IS_SNAPSHOTTING_ENABLED": "y", **(environment or {}), **settings}
     try:
-        with _stamped(env):
-            # creates the library's tables on first use
-            return ledger_class(env=env, facts=facts, schemas=schemas, locks=aggregate_locks(env))
-    except _unreachable() as error:
+        with _stamped(settings):
+            factory = InfrastructureFactory.construct(Environment(Ledger.name, env))
+            recorder = factory.application_recorder()  # creates the library's tables on first use
+            snapshots = factory.aggregate_recorder(purpose="snapshots")
+    except _UNREACHABLE as error:
         raise StoreUnreachable(_redacted(url), error) from error
+    return EventStore(url, env, factory, recorder, snapshots, factory.transcoder(), log_head(recorder, env))
+
+
+class _OnStore:
+    """A ``Ledger`` on an ``EventStore`` opened beforehand, instead of opening its own."""
+
+    def __init__(self, store: EventStore, facts: DirectoryFacts | None, schemas: SchemaSet,
+                 on_recorded: Callable[[int], None] | None, on_retry: Callable[[], None] | None):
+        self.store = store
+        self.on_recorded, self.on_retry = on_recorded, on_retry
+        super().__init__(env=store.env, facts=facts, schemas=schemas, locks=aggregate_locks(store.env))
+
+    def construct_factory(self, env):
+        return self.store.factory
+
+    def construct_transcoder(self):
+        return self.store.transcoder
+
+    def construct_recorder(self):
+        return self.store.recorder
+
+    def construct_snapshot_store(self):
+        return self.factory.event_store(mapper=self.mapper, recorder=self.store.snapshots)
+
+
+class StoredLedger(_OnStore, Ledger):
+    name = Ledger.name  # the same tables (eventsourcing names them after the application)
+
+
+class StoredGroupCommitLedger(_OnStore, GroupCommitLedger):
+    name = Ledger.name
+
+
+def ledger_on(store: EventStore, facts: DirectoryFacts | None = None, schemas: SchemaSet = DEFAULT_SCHEMAS,
+              group_commit: bool = False, on_recorded: Callable[[int], None] | None = None,
+              on_retry: Callable[[], None] | None = None) -> Ledger:
+    """The ledger writing to ``store``: ``facts`` is the directory it consults, ``schemas``
+    the resource types served, ``on_recorded``/``on_retry`` the observers (metrics);
+    ``group_commit`` selects the prototype of ``adapters.store.group_commit``."""
+    ledger_class = StoredGroupCommitLedger if group_commit else StoredLedger
+    return ledger_class(store, facts, schemas, on_recorded, on_retry)
+
+
+def open_ledger(data: Path, url: str | None, environment: Mapping[str, str] | None = None,
+                group_commit: bool = False) -> Ledger:
+    """A ledger with no directory behind it, on its own store (scripts, store tests)."""
+    return ledger_on(open_store(data, url, environment), group_commit=group_commit)
 
 
 class StoreUnreachable(SystemExit):
@@ -149,13 +222,7 @@ class StoreUnreachable(SystemExit):
         super().__init__(f"scimledger: cannot open the event store {where}: {detail}")
 
 
-def _unreachable() -> tuple[type[Exception], ...]:
-    import sqlite3
-
-    import psycopg
-    from eventsourcing.persistence import InterfaceError, OperationalError
-
-    return (psycopg.OperationalError, OperationalError, InterfaceError, sqlite3.OperationalError)
+_UNREACHABLE = (psycopg.OperationalError, OperationalError, InterfaceError, sqlite3.OperationalError)
 
 
 def _redacted(url: str | None) -> str:

@@ -11,6 +11,8 @@ import sqlite3
 import threading
 from typing import Callable
 
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
 
 class SqliteLogHead:
     def __init__(self, path: str, table: str = "stored_events"):
@@ -26,10 +28,8 @@ class SqliteLogHead:
         return conn.execute(self.sql).fetchone()[0] or 0
 
 
-def log_head(ledger) -> Callable[[], int]:
-    recorder = ledger.recorder
-    from eventsourcing.sqlite import SQLiteApplicationRecorder
-
-    if isinstance(recorder, SQLiteApplicationRecorder) and ledger.env.get("SQLITE_DBNAME", "").find(":memory:") < 0:
-        return SqliteLogHead(ledger.env["SQLITE_DBNAME"], recorder.events_table_name)
+def log_head(recorder, env: dict) -> Callable[[], int]:
+    """A reader of the head of the log ``recorder`` keeps (``env``: the store's settings)."""
+    if isinstance(recorder, SQLiteApplicationRecorder) and env.get("SQLITE_DBNAME", "").find(":memory:") < 0:
+        return SqliteLogHead(env["SQLITE_DBNAME"], recorder.events_table_name)
     return lambda: recorder.max_notification_id() or 0

@@ -56,21 +56,22 @@ MAX_BACKOFF = "SCIMLEDGER_PG_MAX_BACKOFF"  # seconds (float) between reconnectio
 _TRANSIENT = (InterfaceError, OperationalError)
 
 
-def _attempts() -> int:
+def _attempts(env) -> int:
     try:
-        return max(1, int(os.environ.get(RETRIES, "2")))
+        return max(1, int(env.get(RETRIES) or "2"))
     except ValueError:
         return 2
 
 
 def _resilient(method: Callable) -> Callable:
-    """The library's method without its own retry loop, tried ``_attempts()`` times; a
-    failure first drops the pool's broken connections."""
+    """The library's method without its own retry loop, tried ``attempts`` times (set by
+    the Factory from ``SCIMLEDGER_PG_RETRIES``); a failure first drops the pool's broken
+    connections."""
     unwrapped = getattr(method, "__wrapped__", method)
 
     @functools.wraps(unwrapped)
     def call(self, *args: Any, **kwargs: Any):
-        attempts = _attempts()
+        attempts = self.attempts
         for attempt in range(1, attempts + 1):
             try:
                 return unwrapped(self, *args, **kwargs)
@@ -90,6 +91,8 @@ def _resilient(method: Callable) -> Callable:
 class Recorder(PostgresApplicationRecorder):
     """The event log (see the module docstring for what differs from the library's)."""
 
+    attempts = 2
+
     insert_events = _resilient(PostgresApplicationRecorder.insert_events)
     select_events = _resilient(PostgresApplicationRecorder.select_events)
     select_notifications = _resilient(PostgresApplicationRecorder.select_notifications)
@@ -98,6 +101,8 @@ class Recorder(PostgresApplicationRecorder):
 
 class SnapshotRecorder(PostgresAggregateRecorder):
     """The snapshot store (``repository.get`` reads it first)."""
+
+    attempts = 2
 
     insert_events = _resilient(PostgresAggregateRecorder.insert_events)
     select_events = _resilient(PostgresAggregateRecorder.select_events)
@@ -172,3 +177,13 @@ class Factory(PostgresFactory):
         pool_wait = self.env.get(POOL_WAIT)
         if pool_wait:
             pool.timeout = float(pool_wait)
+
+    def application_recorder(self):
+        recorder = super().application_recorder()
+        recorder.attempts = _attempts(self.env)
+        return recorder
+
+    def aggregate_recorder(self, purpose: str = "events"):
+        recorder = super().aggregate_recorder(purpose)
+        recorder.attempts = _attempts(self.env)
+        return recorder

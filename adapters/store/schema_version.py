@@ -21,7 +21,13 @@ import os
 import socket
 import sqlite3
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Iterator
+
+import psycopg
+from psycopg import sql
+
+from projections.directory import utc_text
 
 CURRENT = 1
 KNOWN = frozenset({1})
@@ -77,9 +83,6 @@ def stamped_sqlite(path: str) -> Iterator[int]:
 def stamped_postgres(conninfo: dict, schema: str) -> Iterator[int]:
     """Check (or record) the schema version in ``schema``; hold an advisory lock on that
     schema until the ``with`` block (where the caller creates the library's tables) ends."""
-    import psycopg
-    from psycopg import sql
-
     # Bounded waits: another node holding the lock for longer than this is stuck.
     options = "-c lock_timeout=30000 -c statement_timeout=60000"
     with psycopg.connect(**conninfo, autocommit=True, options=options) as conn:
@@ -123,10 +126,6 @@ def _check_or_stamp(conn, mark: str, where: str, schema: str | None = None) -> i
 
 
 def _now() -> str:
-    from datetime import UTC, datetime
-
-    from projections.directory import utc_text
-
     return utc_text(datetime.now(UTC))
 
 
@@ -141,8 +140,6 @@ def read_version(env: dict) -> int | None:
         finally:
             conn.close()
         return row[0] if row else None
-    import psycopg
-
     schema = env.get("POSTGRES_SCHEMA") or "public"
     with psycopg.connect(**pg_conninfo(env)) as conn:
         try:

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from adapters.runtime import Runtime
+from adapters.bootstrap import Runtime
+from adapters.settings import Settings
 from tests.http.test_concurrency import THREADS, Sent, check_serial_history, events_of, plan
 from tests.processes import Client, Server
 from tests.samples import PATCH_OP
@@ -54,7 +55,7 @@ def test_parallel_patches_over_http_to_two_workers_equal_a_serial_history(tmp_pa
         setup.close()
     finally:
         server.stop()
-    runtime = Runtime(tmp_path / "data")
+    runtime = Runtime(Settings(tmp_path / "data"))
     try:
         events = events_of(runtime, user["id"])
         initial = events[0][2]["attributes"]

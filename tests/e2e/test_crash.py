@@ -258,9 +258,10 @@ def check_over_http(chaos: Chaos) -> dict:
 
 
 def read_log(data: Path):
-    from adapters.runtime import Runtime
+    from adapters.bootstrap import Runtime
+    from adapters.settings import Settings
 
-    runtime = Runtime(data)
+    runtime = Runtime(Settings(data))
     notifications = runtime.ledger.recorder.select_notifications(start=1, limit=10**7)
     decode = runtime.ledger.mapper.transcoder.decode
     events = [(n.id, n.topic.removeprefix(TOPIC), str(n.originator_id), n.originator_version, decode(n.state))

@@ -200,14 +200,15 @@ def test_a_token_revoked_from_the_command_line_is_refused_by_every_node(nodes, s
 
 
 def test_a_new_node_builds_its_directory_from_the_log_before_it_says_ready(nodes, shared_store, tmp_path):
-    from adapters.runtime import Runtime
+    from adapters.bootstrap import Runtime
+    from adapters.settings import Settings
     from domain.model import User
 
     status, _, known = nodes[0].scim("POST", "/Users", user_body(unique("known")))
     assert status == 201
     # A log long enough that building the directory takes a moment: 20,000 users of
     # another tenant, saved in batches straight through the ledger.
-    runtime = Runtime(tmp_path / "loader", shared_store)
+    runtime = Runtime(Settings(tmp_path / "loader", shared_store))
     try:
         cause = {"tenant": "bulk", "actor": "test", "actor_label": "bulk load", "request_id": None}
         batch = []

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli.main import issue_token
-from adapters.runtime import Runtime
+from adapters.operator import issue_token
+from adapters.bootstrap import Runtime
+from adapters.settings import Settings
 from tests.processes import Server, clean_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.security]
@@ -61,7 +62,7 @@ def test_schemathesis_finds_no_server_error(tmp_path):
     server = Server(data, tmp_path / "logs", token, SCIMLEDGER_RATE_LIMIT="0", SCIMLEDGER_AUTH_FAILURE_RATE="0")
     try:
         server.start().wait_ready()
-        runtime = Runtime(data)
+        runtime = Runtime(Settings(data))
         try:
             audit_token = issue_token(runtime, "default", "audit", "fuzz audit")
         finally:

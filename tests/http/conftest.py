@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.cli.main import issue_token
+from adapters.operator import issue_token
 from adapters.http import ratelimit
-from adapters.http.app import collapse_slashes, create_app
+from adapters.bootstrap import build_app
+from adapters.http.app import collapse_slashes
 from tests.conftest import ScimClient
 
 
 @pytest.fixture
 def sqlite_app(sqlite_runtime):
-    return collapse_slashes(create_app(sqlite_runtime))
+    return collapse_slashes(build_app(sqlite_runtime))
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def sqlite_client(sqlite_runtime, sqlite_app) -> ScimClient:
 @pytest.fixture
 def raw_app(runtime):
     """The falcon app itself (for its routes); ``app`` is the same app behind collapse_slashes."""
-    return create_app(runtime)
+    return build_app(runtime)
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ token requests and the checks every OAuth answer must pass."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import falcon.testing
 
-from adapters.http.app import collapse_slashes, create_app
-from adapters.cli.main import _cause, issue_token
+from adapters.bootstrap import build_app
+from adapters.http.app import collapse_slashes
+from adapters.operator import issue_token, operator_cause as _cause
 from adapters.store.clients import create_client
 from adapters.http.oauth import OAuthSettings
 
@@ -35,7 +37,7 @@ class Clock:
 
 
 def oauth_app(runtime, clock: Clock, lifetime: int = 3600) -> falcon.testing.TestClient:
-    app = create_app(runtime, now=clock, oauth_settings=OAuthSettings(lifetime, ISSUER))
+    app = build_app(runtime, replace(runtime.settings, oauth=OAuthSettings(lifetime, ISSUER)), now=clock)
     return falcon.testing.TestClient(collapse_slashes(app))
 
 

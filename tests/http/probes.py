@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import falcon
 import falcon.inspect
 
-from adapters.cli.main import issue_token
+from adapters.operator import issue_token
 from tests.conftest import ScimClient
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from adapters.http.app import create_app
-from adapters.cli.main import issue_token, main
+from adapters.bootstrap import build_app
+from adapters.cli.main import main
+from adapters.operator import issue_token
 from adapters.cli.audit import directory_lines
 from projections.directory import utc_text
 from tests.conftest import ScimClient, assert_scim_error
@@ -153,7 +154,7 @@ def test_who_changed_what_through_cli_and_http(runtime, app, tokens, capsys):
 
 def test_cursor_paging_and_filters(sqlite_runtime, capsys):
     runtime, tokens = sqlite_runtime, make_tokens(sqlite_runtime)
-    app = create_app(runtime)
+    app = build_app(runtime)
     entra, auditor = ScimClient(app, tokens["entra"]), ScimClient(app, tokens["auditor"], base="/audit/v1")
     for n in range(5):
         entra.post("/Users", json={**ENTRA_CREATE, "userName": f"u{n}@x.example", "externalId": f"u{n}"})
@@ -201,7 +202,7 @@ def test_audit_is_caught_up_lazily_not_on_the_write_path(client, runtime):
     ],
 )
 def test_times_at_the_ends_of_the_calendar_are_answered_not_crashed(sqlite_runtime, query, status):
-    auditor = ScimClient(create_app(sqlite_runtime), issue_token(sqlite_runtime, "default", "audit", "auditor"), base="")
+    auditor = ScimClient(build_app(sqlite_runtime), issue_token(sqlite_runtime, "default", "audit", "auditor"), base="")
     response = auditor.get("/audit/v1/events", query_string=query)
     assert response.status_code == status, response.text
     if status == 400:
@@ -209,7 +210,7 @@ def test_times_at_the_ends_of_the_calendar_are_answered_not_crashed(sqlite_runti
 
 
 def test_token_expiry_without_a_zone_is_utc(monkeypatch):
-    from adapters.cli.main import _normal_expiry
+    from adapters.cli.token import _normal_expiry
 
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.cli.main import issue_token
+from adapters.operator import issue_token
 from tests.conftest import ScimClient, assert_scim_error
 from tests.samples import ENTRA_CREATE
 

@@ -10,9 +10,10 @@ from urllib.parse import urlencode
 import falcon.testing
 import pytest
 
-from adapters.cli.main import issue_token
-from adapters.http.app import create_app
+from adapters.operator import issue_token
+from adapters.bootstrap import build_app
 from adapters.http.console.session import COOKIE, LOGIN_COOKIE
+from adapters.settings import Settings
 from tests.conftest import ScimClient
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -110,10 +111,10 @@ def test_secure_cookie_over_https(app, audit_token):
 
 def test_forwarded_https_counts_only_behind_a_trusted_proxy(runtime, audit_token, monkeypatch):
     forwarded = {"X-Forwarded-Proto": "https"}
-    untrusted = Browser(create_app(runtime)).sign_in(audit_token, headers=forwarded)
+    untrusted = Browser(build_app(runtime)).sign_in(audit_token, headers=forwarded)
     assert not untrusted.cookies[COOKIE].secure
     monkeypatch.setenv("SCIMLEDGER_TRUST_PROXY", "1")
-    trusted = Browser(create_app(runtime)).sign_in(audit_token, headers=forwarded)
+    trusted = Browser(build_app(runtime, Settings.from_env(data=runtime.data))).sign_in(audit_token, headers=forwarded)
     assert trusted.cookies[COOKIE].secure
 
 
@@ -161,7 +162,7 @@ def test_a_tampered_cookie_is_refused(app, audit_token):
 def test_failed_sign_ins_use_up_the_failed_authentication_budget(runtime, audit_token, monkeypatch):
     monkeypatch.setenv("SCIMLEDGER_AUTH_FAILURE_BURST", "3")
     monkeypatch.setenv("SCIMLEDGER_AUTH_FAILURE_RATE", "0.001")
-    app = create_app(runtime)
+    app = build_app(runtime, Settings.from_env(data=runtime.data))
     browser = Browser(app)
     assert [browser.sign_in(f"scim_wrong{n}").status_code for n in range(3)] == [401, 401, 401]
     assert browser.sign_in(audit_token).status_code == 429  # even the right token, for a while
@@ -272,14 +273,15 @@ def test_every_page_answers(app, client: ScimClient, audit_token):
 
 
 def test_a_session_opened_on_one_node_works_on_another(tmp_path, pg_store):
-    from adapters.runtime import Runtime
+    from adapters.bootstrap import Runtime
+    from adapters.settings import Settings
 
-    one, two = Runtime(tmp_path / "one", pg_store), Runtime(tmp_path / "two", pg_store)
+    one, two = Runtime(Settings(tmp_path / "one", pg_store)), Runtime(Settings(tmp_path / "two", pg_store))
     try:
         token = issue_token(one, "default", "audit", "auditor")
-        first = Browser(create_app(one))
+        first = Browser(build_app(one))
         assert first.sign_in(token).status_code == 303
-        second = Browser(create_app(two))
+        second = Browser(build_app(two))
         second.cookies = dict(first.cookies)
         assert second.get("/console/users").status_code == 200
         page = first.get("/console/")

@@ -15,9 +15,11 @@ import pytest
 
 from adapters.http import auth, ratelimit
 from adapters.store import tokens
-from adapters.http.app import collapse_slashes, create_app
-from adapters.cli.main import issue_token
+from adapters.bootstrap import build_app
+from adapters.http.app import collapse_slashes
+from adapters.operator import issue_token
 from adapters.store.tokens import hash_secret, new_secret
+from adapters.settings import Settings
 from projections.directory import utc_text
 from tests.conftest import ScimClient
 from tests.http.probes import FEED_ROUTES, OAUTH_ROUTES, OPEN_ROUTES, routes, scim_error
@@ -89,7 +91,7 @@ def test_scopes_are_enforced_on_every_route(sqlite_runtime, sqlite_app):
     scim = ScimClient(sqlite_app, issue_token(sqlite_runtime, "default", "scim", "p"))
     audit = ScimClient(sqlite_app, issue_token(sqlite_runtime, "default", "audit", "a"))
     anonymous = ScimClient(sqlite_app, "")
-    all_routes = routes(create_app(sqlite_runtime))
+    all_routes = routes(build_app(sqlite_runtime))
     assert any(r.audit for r in all_routes), "no audit routes to check"
     for route in all_routes:
         path = route.fill(**{"*": "5c1f2b8e-0000-4000-8000-000000000000"})
@@ -113,7 +115,7 @@ def test_scopes_are_enforced_on_every_route(sqlite_runtime, sqlite_app):
 def test_repeated_failed_authentication_from_one_address_is_slowed(sqlite_runtime, monkeypatch, clock):
     monkeypatch.setenv("SCIMLEDGER_AUTH_FAILURE_BURST", "5")
     monkeypatch.setenv("SCIMLEDGER_AUTH_FAILURE_RATE", "0.5")
-    app = collapse_slashes(create_app(sqlite_runtime))
+    app = collapse_slashes(build_app(sqlite_runtime, Settings.from_env()))
     good = issue_token(sqlite_runtime, "default", "scim", "good")
     attacker = ScimClient(app, "guess")
     for _ in range(5):

@@ -10,7 +10,7 @@ import falcon.testing
 import jwt
 import pytest
 
-from adapters.cli.main import issue_token
+from adapters.operator import issue_token
 from domain.sets import CREATE, DEACTIVATE, DELETE, PATCH
 from tests.conftest import ScimClient
 

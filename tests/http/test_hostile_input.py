@@ -14,8 +14,10 @@ import orjson
 import pytest
 
 from adapters.http import media
-from adapters.http.app import collapse_slashes, create_app
-from adapters.cli.main import issue_token
+from adapters.bootstrap import build_app
+from adapters.http.app import collapse_slashes
+from adapters.operator import issue_token
+from adapters.settings import Settings
 from tests.conftest import ScimClient
 from tests.http.probes import BODY_METHODS, FEED_ROUTES, OPEN_ROUTES, routes, scim_error
 
@@ -113,13 +115,13 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(runtime, target):
 
 def test_the_body_limit_is_configurable(sqlite_runtime, monkeypatch):
     monkeypatch.setenv(media.MAX_BODY_ENV, "4096")
-    client = ScimClient(collapse_slashes(create_app(sqlite_runtime)), issue_token(sqlite_runtime, "default", "scim", "t"))
+    client = ScimClient(collapse_slashes(build_app(sqlite_runtime, Settings.from_env())), issue_token(sqlite_runtime, "default", "scim", "t"))
     small = {"userName": "s@x", "emails": [{"value": "s@x"}], "title": "x" * 3000}
     assert client.post("/Users", json=small).status_code == 201
     scim_error(client.post("/Users", json={**small, "userName": "t@x", "title": "x" * 5000}), 413)
     monkeypatch.setenv(media.MAX_BODY_ENV, "lots")
     with pytest.raises(ValueError, match="SCIMLEDGER_MAX_BODY"):
-        create_app(sqlite_runtime)
+        build_app(sqlite_runtime, Settings.from_env())
 
 
 WRONG_TYPES = [

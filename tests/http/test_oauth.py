@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from adapters.store.clients import revoke_client, rotate_client
-from adapters.cli.main import _cause
+from adapters.operator import operator_cause as _cause
 from adapters.http.oauth import OAuthSettings
 from tests.samples import user_body
 from tests.http.oauth_helpers import (

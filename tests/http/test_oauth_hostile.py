@@ -25,9 +25,10 @@ values = st.one_of(text, st.sampled_from(["client_credentials", "scim", "audit",
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from adapters.runtime import Runtime
+    from adapters.bootstrap import Runtime
+    from adapters.settings import Settings
 
-    runtime = Runtime(tmp_path_factory.mktemp("oauth-hostile") / "data", None)
+    runtime = Runtime(Settings(tmp_path_factory.mktemp("oauth-hostile") / "data", None))
     clock = Clock()
     client_id, secret = new_client(runtime, clock)
     yield runtime, oauth_app(runtime, clock), client_id, secret

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from adapters.store.clients import revoke_client
-from adapters.cli.main import _cause
+from adapters.operator import operator_cause as _cause
 from adapters.http.jwks import KeySetError, KeySets
 from domain.clients import JWT_BEARER
 from tests.http.oauth_helpers import (

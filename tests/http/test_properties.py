@@ -114,13 +114,15 @@ def test_member_lists_parse_or_raise_a_scim_error(value):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from adapters.http.app import collapse_slashes, create_app
-    from adapters.cli.main import issue_token
-    from adapters.runtime import Runtime
+    from adapters.bootstrap import build_app
+    from adapters.http.app import collapse_slashes
+    from adapters.operator import issue_token
+    from adapters.bootstrap import Runtime
+    from adapters.settings import Settings
     from tests.conftest import ScimClient
 
-    runtime = Runtime(tmp_path_factory.mktemp("props") / "data")
-    client = ScimClient(collapse_slashes(create_app(runtime)), issue_token(runtime, "default", "scim", "props"))
+    runtime = Runtime(Settings(tmp_path_factory.mktemp("props") / "data"))
+    client = ScimClient(collapse_slashes(build_app(runtime)), issue_token(runtime, "default", "scim", "props"))
     user = client.post("/Users", json={"userName": "prop@x", "emails": [{"value": "prop@x"}]}).json["id"]
     group = client.post("/Groups", json={"displayName": "Props", "members": [{"value": user}]}).json["id"]
     yield runtime, client, user, group

@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from adapters.http.app import collapse_slashes, create_app
-from adapters.cli.main import issue_token
-from adapters.runtime import Runtime
+from adapters.bootstrap import build_app
+from adapters.http.app import collapse_slashes
+from adapters.operator import issue_token
+from adapters.bootstrap import Runtime
+from adapters.settings import Settings
 from tests.conftest import ScimClient, assert_scim_error
 from tests.samples import ENTERPRISE, patch_body
 
@@ -34,8 +36,8 @@ def custom(tmp_path, store, monkeypatch):
     path = tmp_path / "contoso.json"
     path.write_text(json.dumps(CUSTOM_SCHEMA))
     monkeypatch.setenv("SCIMLEDGER_SCHEMAS", str(path))
-    runtime = Runtime(tmp_path / "custom-data", store)
-    yield ScimClient(collapse_slashes(create_app(runtime)), issue_token(runtime, "default", "scim", "custom"))
+    runtime = Runtime(Settings.from_env(data=tmp_path / "custom-data", store=store))
+    yield ScimClient(collapse_slashes(build_app(runtime)), issue_token(runtime, "default", "scim", "custom"))
     runtime.close()
 
 
@@ -102,7 +104,7 @@ def test_a_bad_schema_file_stops_the_start(tmp_path, monkeypatch):
     path.write_text(json.dumps({"id": "urn:x:y:Thing", "attributes": [{"name": "a"}]}))
     monkeypatch.setenv("SCIMLEDGER_SCHEMAS", str(path))
     with pytest.raises(SystemExit, match="':User' or ':Group'"):
-        Runtime(tmp_path / "d", None)
+        Runtime(Settings.from_env(data=tmp_path / "d"))
 
 
 def test_okta_put_with_the_whole_user_and_read_only_values(client):

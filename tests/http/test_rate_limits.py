@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 
 from adapters.http import ratelimit
-from adapters.http.app import collapse_slashes, create_app
-from adapters.cli.main import issue_token
+from adapters.bootstrap import build_app
+from adapters.http.app import collapse_slashes
+from adapters.operator import issue_token
+from adapters.settings import Settings
 from tests.conftest import ScimClient
 from tests.http.probes import scim_error
 
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.security
 def limited_app(sqlite_runtime, monkeypatch, clock):
     monkeypatch.setenv("SCIMLEDGER_RATE_LIMIT", "2")
     monkeypatch.setenv("SCIMLEDGER_RATE_BURST", "3")
-    return collapse_slashes(create_app(sqlite_runtime))
+    return collapse_slashes(build_app(sqlite_runtime, Settings.from_env()))
 
 
 def test_a_token_over_its_rate_gets_429_with_retry_after(sqlite_runtime, limited_app, clock):
@@ -66,7 +68,7 @@ def test_the_defaults_carry_entra_and_are_generous():
 def test_a_bad_setting_is_refused_at_start(sqlite_runtime, monkeypatch, value):
     monkeypatch.setenv("SCIMLEDGER_RATE_LIMIT", value)
     with pytest.raises(ValueError, match="SCIMLEDGER_RATE_LIMIT"):
-        create_app(sqlite_runtime)
+        build_app(sqlite_runtime, Settings.from_env())
 
 
 def test_retry_after_is_whole_seconds_at_least_one():

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import falcon.testing
 
 from adapters.store.request_log import RequestLogSettings, is_probe, utc_text
-from adapters.cli.main import issue_token
+from adapters.operator import issue_token
 from tests.conftest import ScimClient
 
 
@@ -80,13 +80,14 @@ def test_a_token_refused_for_its_scope_or_rate_is_logged_with_its_tenant(runtime
 
 
 def test_with_postgresql_every_node_sees_every_nodes_requests(tmp_path, pg_store):
-    from adapters.http.app import create_app
-    from adapters.runtime import Runtime
+    from adapters.bootstrap import build_app
+    from adapters.bootstrap import Runtime
+    from adapters.settings import Settings
 
-    one, two = Runtime(tmp_path / "one", pg_store), Runtime(tmp_path / "two", pg_store)
+    one, two = Runtime(Settings(tmp_path / "one", pg_store)), Runtime(Settings(tmp_path / "two", pg_store))
     try:
         token = issue_token(one, "default", "scim", "entra")
-        assert ScimClient(create_app(one), token).get("/Users", params={"filter": "nosuch eq 1"}).status_code == 400
+        assert ScimClient(build_app(one), token).get("/Users", params={"filter": "nosuch eq 1"}).status_code == 400
         one.request_writer.flush()
         seen = two.requests.search("default")
         assert [(r["status"], r["scim_type"]) for r in seen] == [(400, "invalidFilter")]

@@ -11,8 +11,9 @@ import sqlite3
 
 import pytest
 
-from adapters.http.app import collapse_slashes, create_app
-from adapters.cli.main import issue_token
+from adapters.bootstrap import build_app
+from adapters.http.app import collapse_slashes
+from adapters.operator import issue_token
 from adapters.store.config import store_env
 from domain.service import Ledger
 from tests.conftest import ScimClient
@@ -32,14 +33,14 @@ def read_only_ledger(runtime) -> Ledger:
 
 def test_a_read_only_event_store_answers_503_and_applies_nothing(sqlite_runtime):
     token = issue_token(sqlite_runtime, "default", "scim", "entra")
-    writable = ScimClient(collapse_slashes(create_app(sqlite_runtime)), token)
+    writable = ScimClient(collapse_slashes(build_app(sqlite_runtime)), token)
     user = writable.post("/Users", json={"userName": "ro@x", "emails": [{"value": "ro@x"}]}).json
     group = writable.post("/Groups", json={"displayName": "RO", "members": [{"value": user["id"]}]}).json
     head = sqlite_runtime.ledger.recorder.max_notification_id()
 
     ledger, sqlite_runtime.ledger = sqlite_runtime.ledger, read_only_ledger(sqlite_runtime)
     try:
-        client = ScimClient(collapse_slashes(create_app(sqlite_runtime)), token)
+        client = ScimClient(collapse_slashes(build_app(sqlite_runtime)), token)
         writes = [
             ("POST", "/Users", {"userName": "new@x", "emails": [{"value": "new@x"}]}),
             ("PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}),

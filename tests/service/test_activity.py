@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from adapters.cli.main import issue_token
-from adapters.http.app import create_app
+from adapters.operator import issue_token
+from adapters.bootstrap import build_app
 from tests.conftest import ScimClient
 
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -15,7 +15,7 @@ def _user(name: str) -> dict:
 
 
 def test_changes_are_counted_per_tenant_hour_and_kind(runtime):
-    app = create_app(runtime)
+    app = build_app(runtime)
     ours = ScimClient(app, issue_token(runtime, "default", "scim", "entra"))
     theirs = ScimClient(app, issue_token(runtime, "contoso", "scim", "contoso"))
     ids = [ours.post("/Users", json=_user(f"u{n}@example.com")).json["id"] for n in range(3)]

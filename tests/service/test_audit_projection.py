@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.http.app import create_app
-from adapters.cli.main import issue_token, main
+from adapters.bootstrap import build_app
+from adapters.cli.main import main
+from adapters.operator import issue_token
 from projections.audit import ERASED, Query, event_types, parse_time
 from projections.replay import rebuild, verify
 from tests.conftest import ScimClient, assert_scim_error
@@ -85,7 +86,7 @@ def test_tokens_groups_and_memberships_are_audited(sqlite_runtime, capsys):
 
 def test_erasure_redacts_the_person_everywhere_and_is_audited(sqlite_runtime, capsys):
     runtime = sqlite_runtime
-    app = create_app(runtime)
+    app = build_app(runtime)
     entra = ScimClient(app, issue_token(runtime, "default", "scim", "entra"))
     auditor = ScimClient(app, issue_token(runtime, "default", "audit", "auditor"), base="/audit/v1")
     ava = entra.post("/Users", json=ENTRA_CREATE).json

@@ -11,7 +11,8 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store.group_commit import GroupCommitLedger
-from adapters.runtime import Runtime
+from adapters.bootstrap import Runtime
+from adapters.settings import Settings
 from domain.errors import Conflict, PreconditionFailed, Uniqueness
 from domain.model import User
 
@@ -22,7 +23,7 @@ THREADS = 8
 @pytest.fixture
 def grouped(tmp_path, store, monkeypatch):
     monkeypatch.setenv("SCIMLEDGER_GROUP_COMMIT", "1")
-    rt = Runtime(tmp_path / "data", store)
+    rt = Runtime(Settings.from_env(data=tmp_path / "data", store=store))
     assert isinstance(rt.ledger, GroupCommitLedger)
     assert rt.ledger.name == "ledger"  # the same tables as without group commit
     yield rt

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from adapters.runtime import Runtime
+from adapters.bootstrap import Runtime
 from domain.errors import NotFound, PreconditionFailed, Uniqueness
 from domain.model import Group, NameClaim, User
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.http.app import create_app
-from adapters.cli.main import issue_token, main
-from adapters.runtime import Runtime
+from adapters.bootstrap import Runtime, build_app
+from adapters.cli.main import main
+from adapters.operator import issue_token
+from adapters.settings import Settings
 from projections import tracking
 from projections.replay import checksum, exclusive, rebuild, verify
 from tests.conftest import ScimClient
@@ -38,7 +39,7 @@ def rebuild_directory(runtime: Runtime, **kwargs):
 @pytest.fixture
 def serving(sqlite_runtime):
     """A runtime with an app and an authenticated client, and some users."""
-    client = ScimClient(create_app(sqlite_runtime), issue_token(sqlite_runtime, "default", "scim", "entra"))
+    client = ScimClient(build_app(sqlite_runtime), issue_token(sqlite_runtime, "default", "scim", "entra"))
     for n in range(3):
         assert client.post("/Users", json=user(n)).status_code == 201
     return sqlite_runtime, client
@@ -74,7 +75,7 @@ def test_a_worker_opened_after_the_swap_reads_the_new_file_not_the_old_wal(servi
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "title", "value": "X"}]
     })
     rebuild_directory(runtime)
-    other = Runtime(runtime.data, None)  # a worker starting after the swap, the old connection still open
+    other = Runtime(Settings(runtime.data, None))  # a worker starting after the swap, the old connection still open
     try:
         conn = other.directory.conn
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -183,7 +184,7 @@ def test_verify_reports_a_difference_and_exits_1(serving, capsys):
 
 def test_replay_and_verify_on_postgres(runtime, capsys):
     """The log may live in PostgreSQL; the projections are still SQLite files."""
-    client = ScimClient(create_app(runtime), issue_token(runtime, "default", "scim", "entra"))
+    client = ScimClient(build_app(runtime), issue_token(runtime, "default", "scim", "entra"))
     ids = [client.post("/Users", json=user(n)).json["id"] for n in range(3)]
     client.post("/Groups", json={"displayName": "G", "members": [{"value": i} for i in ids]})
     argv = ["--data", str(runtime.data)] + (["--store", runtime.store] if runtime.store else [])

@@ -11,9 +11,10 @@ import falcon.testing
 import pytest
 
 from adapters.store import schema_version
-from adapters.http.app import create_app
+from adapters.bootstrap import build_app
 from adapters.http.readiness import Readiness
-from adapters.runtime import Runtime
+from adapters.bootstrap import Runtime
+from adapters.settings import Settings
 from adapters.store.schema_version import CURRENT, TABLE, UnknownSchemaVersion
 from adapters.store.config import StoreUnreachable, _redacted, open_ledger, store_env
 
@@ -45,7 +46,7 @@ def test_a_postgresql_url_sets_connection_schema_and_timeouts(tmp_path, monkeypa
 def test_the_environment_sets_what_the_url_does_not(tmp_path, monkeypatch):
     monkeypatch.setenv("POSTGRES_LOCK_TIMEOUT", "7")
     monkeypatch.setenv("POSTGRES_POOL_SIZE", "9")
-    env = store_env(tmp_path, "postgresql://u@h/db?pool_size=3")
+    env = store_env(tmp_path, "postgresql://u@h/db?pool_size=3", Settings.from_env().store_environment)
     assert env["POSTGRES_LOCK_TIMEOUT"] == "7"
     assert env["POSTGRES_POOL_SIZE"] == "3"  # the URL wins
 
@@ -91,22 +92,22 @@ def _stamp(store: str | None, data: Path, version: int) -> None:
 
 
 def test_first_use_records_the_schema_version(tmp_path, store):
-    Runtime(tmp_path, store).close()
+    Runtime(Settings(tmp_path, store)).close()
     assert schema_version.read_version(store_env(tmp_path, store)) == CURRENT
 
 
 def test_a_store_with_an_unknown_schema_version_is_refused(tmp_path, store):
-    Runtime(tmp_path, store).close()
+    Runtime(Settings(tmp_path, store)).close()
     _stamp(store, tmp_path, 99)
     with pytest.raises(UnknownSchemaVersion) as raised:
-        Runtime(tmp_path, store)
+        Runtime(Settings(tmp_path, store))
     assert raised.value.found == 99
     assert "schema version 99" in str(raised.value.code) and "Refusing to start" in str(raised.value.code)
     assert isinstance(raised.value, SystemExit)  # uncaught: the message, exit status 1
 
 
 def test_a_store_from_before_versions_is_stamped_and_kept(tmp_path, store):
-    runtime = Runtime(tmp_path, store)
+    runtime = Runtime(Settings(tmp_path, store))
     runtime.ledger.ensure_tenant("default", {"tenant": "default", "actor": "test"})
     runtime.close()
     env = store_env(tmp_path, store)
@@ -118,7 +119,7 @@ def test_a_store_from_before_versions_is_stamped_and_kept(tmp_path, store):
 
         with psycopg.connect(**schema_version.pg_conninfo(env), autocommit=True) as conn:
             conn.execute(f'DROP TABLE "{env["POSTGRES_SCHEMA"]}".{TABLE}')
-    runtime = Runtime(tmp_path, store)
+    runtime = Runtime(Settings(tmp_path, store))
     try:
         assert runtime.ledger.recorder.max_notification_id() == 1  # the old events are there
     finally:
@@ -131,7 +132,7 @@ def test_a_store_from_before_versions_is_stamped_and_kept(tmp_path, store):
 
 @pytest.mark.postgres
 def test_every_connection_has_a_statement_timeout(tmp_path, pg_store):
-    runtime = Runtime(tmp_path, pg_store + "&statement_timeout=0.3")
+    runtime = Runtime(Settings(tmp_path, pg_store + "&statement_timeout=0.3"))
     try:
         with runtime.ledger.factory.datastore.get_connection() as conn:
             assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "300ms"
@@ -153,7 +154,7 @@ def test_a_write_gives_up_on_a_held_table_lock_after_the_lock_timeout(tmp_path, 
     import psycopg
     from eventsourcing.persistence import OperationalError
 
-    runtime = Runtime(tmp_path, pg_store + "&lock_timeout=1")
+    runtime = Runtime(Settings(tmp_path, pg_store + "&lock_timeout=1"))
     conninfo, schema = pg_store.split("?schema=")
     try:
         runtime.ledger.ensure_tenant("default", {"tenant": "default"})
@@ -165,7 +166,7 @@ def test_a_write_gives_up_on_a_held_table_lock_after_the_lock_timeout(tmp_path, 
             waited = time.monotonic() - started
             blocker.rollback()
         assert 1 <= waited < 4  # two attempts of 1 s each, not forever
-        client = falcon.testing.TestClient(create_app(runtime))
+        client = falcon.testing.TestClient(build_app(runtime))
         assert client.simulate_get("/readyz").status_code == 200
     finally:
         runtime.close()
@@ -175,16 +176,16 @@ def test_a_write_gives_up_on_a_held_table_lock_after_the_lock_timeout(tmp_path, 
 
 
 def test_readyz_is_503_with_a_scim_error_until_the_directory_is_built(tmp_path, store):
-    runtime = Runtime(tmp_path, store)
+    runtime = Runtime(Settings(tmp_path, store))
     try:
         runtime.ledger.ensure_tenant("default", {"tenant": "default"})
-        runtime.readiness = Readiness(runtime)  # not started: still "building"
-        client = falcon.testing.TestClient(create_app(runtime))
+        readiness = Readiness(runtime.directory)  # not started: still "building"
+        client = falcon.testing.TestClient(build_app(runtime, readiness=readiness))
         reply = client.simulate_get("/readyz")
         assert reply.status_code == 503 and reply.headers["Retry-After"]
         assert reply.json["schemas"] == [ERROR] and "building the directory" in reply.json["detail"]
         assert client.simulate_get("/healthz").status_code == 200  # the process is up all the same
-        runtime.readiness.start().warmed.wait(10)
+        readiness.start().warmed.wait(10)
         reply = client.simulate_get("/readyz")
         assert reply.status_code == 200
         assert reply.json["status"] == "ready" and reply.json["position"] >= reply.json["head"] == 1
@@ -195,9 +196,9 @@ def test_readyz_is_503_with_a_scim_error_until_the_directory_is_built(tmp_path, 
 def test_readyz_is_503_while_the_store_does_not_answer(tmp_path, monkeypatch):
     from eventsourcing.persistence import OperationalError
 
-    runtime = Runtime(tmp_path, None)
+    runtime = Runtime(Settings(tmp_path, None))
     try:
-        client = falcon.testing.TestClient(create_app(runtime))
+        client = falcon.testing.TestClient(build_app(runtime))
         assert client.simulate_get("/readyz").status_code == 200
 
         def down():
@@ -212,19 +213,19 @@ def test_readyz_is_503_while_the_store_does_not_answer(tmp_path, monkeypatch):
 
 
 def test_a_node_far_behind_the_log_is_not_ready_and_catches_up_in_the_background(tmp_path):
-    writer = Runtime(tmp_path / "writer", None)
+    writer = Runtime(Settings(tmp_path / "writer", None))
     try:
         for name in ("a", "b", "c"):
             writer.ledger.ensure_tenant(name, {"tenant": name})
         store = f"sqlite://{tmp_path / 'writer' / 'events.sqlite3'}"
-        reader = Runtime(tmp_path / "reader", store)
+        reader = Runtime(Settings(tmp_path / "reader", store))
         try:
-            reader.readiness = Readiness(reader, max_lag=1)
-            reader.readiness.warmed.set()  # as if warmed up long ago
-            client = falcon.testing.TestClient(create_app(reader))
+            readiness = Readiness(reader.directory, max_lag=1)
+            readiness.warmed.set()  # as if warmed up long ago
+            client = falcon.testing.TestClient(build_app(reader, readiness=readiness))
             reply = client.simulate_get("/readyz")
             assert reply.status_code == 503 and "behind the log" in reply.json["detail"]
-            assert reader.readiness.warmed.wait(10)
+            assert readiness.warmed.wait(10)
             assert client.simulate_get("/readyz").status_code == 200
         finally:
             reader.close()
@@ -238,13 +239,13 @@ def test_a_node_far_behind_the_log_is_not_ready_and_catches_up_in_the_background
 def test_a_node_joining_a_store_with_tokens_issues_no_new_token(tmp_path, store, capsys):
     from adapters.cli.serve import prepare
 
-    first = Runtime(tmp_path / "first", store)
+    first = Runtime(Settings(tmp_path / "first", store))
     try:
         prepare(first, "http://a")
         assert "Secret Token: scim_" in capsys.readouterr().out
     finally:
         first.close()
-    joining = Runtime(tmp_path / "second", store if store else f"sqlite://{tmp_path / 'first' / 'events.sqlite3'}")
+    joining = Runtime(Settings(tmp_path / "second", store if store else f"sqlite://{tmp_path / 'first' / 'events.sqlite3'}"))
     try:
         prepare(joining, "http://b")
         out = capsys.readouterr().out

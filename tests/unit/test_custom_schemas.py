@@ -1,4 +1,4 @@
-"""domain/custom_schemas.py (read by adapters/runtime.py): operator extension schemas, and the refusals that stop a start."""
+"""domain/custom_schemas.py (read by adapters/bootstrap.py): operator extension schemas, and the refusals that stop a start."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from adapters.runtime import load_schema_files as load
-from adapters.runtime import schema_paths as paths_from
+from adapters.bootstrap import load_schema_files as load
+from adapters.settings import schema_paths as paths_from
 from domain.custom_schemas import SchemaFileError
 from domain.schemas import ENTERPRISE_USER, LIST_RESPONSE
 

@@ -1,0 +1,108 @@
+"""``scimledger subject-export`` and ``erase``: a person's data, for a subject access
+request and the right to erasure (docs/audit.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from adapters.bootstrap import Runtime
+from adapters.cli.audit import SCIM_BASE
+from adapters.http.rendering import user_resource
+from adapters.operator import operator_cause
+from adapters.settings import Settings
+from domain.errors import NotFound
+from projections.console_queries import subject_names
+from projections.directory import utc_text
+
+COMMANDS = frozenset({"subject-export", "erase"})
+
+
+def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    subject = commands.add_parser("subject-export", help="one person's full history as JSON (subject access request)")
+    which = subject.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", metavar="USERNAME")
+    which.add_argument("--resource", metavar="ID")
+    subject.add_argument("--tenant")
+    subject.add_argument("--output", metavar="FILE")
+    common(subject)
+
+    erase = commands.add_parser("erase", help="erase one person's personal data (right to erasure)")
+    erase.add_argument("--resource", required=True, metavar="ID", help="the user's id")
+    erase.add_argument("--reason", default="", help="why (kept in the audit trail; no personal data here)")
+    common(erase)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime(settings)
+    try:
+        return HANDLERS[args.command](runtime, args)
+    finally:
+        runtime.close()
+
+
+# -- privacy ----------------------------------------------------------------------------
+
+
+def subject_export_command(runtime, args) -> int:
+    audit = runtime.audit
+    audit.catch_up()
+    ids = audit.ids_of_user_name(args.user, args.tenant) if args.user else [args.resource]
+    resources = []
+    for resource_id in ids:
+        history = audit.history(resource_id, args.tenant)
+        if not history or history[0]["resource"]["type"] != "User":
+            continue
+        tenant = history[0]["tenant"]
+        runtime.directory.catch_up()
+        row = runtime.directory.user_row(tenant, resource_id)
+        current = None
+        if row is not None:
+            groups = runtime.directory.groups_of_users([resource_id]).get(resource_id, ())
+            current = user_resource(row, SCIM_BASE, groups)
+        resources.append({
+            "id": resource_id,
+            "tenant": tenant,
+            "erased": audit.is_erased(resource_id),
+            "current": current,
+            "history": history,
+            "memberships": audit.memberships_of(resource_id, tenant),
+        })
+    if not resources:
+        print(f"no user {args.user or args.resource}", file=sys.stderr)
+        return 1
+    body = {"subject": args.user or args.resource, "exportedAt": utc_text(datetime.now(UTC)), "users": resources}
+    data = orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
+    if args.output:
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
+def erase_command(runtime, args) -> int:
+    names = subject_names(runtime.audit, args.resource)
+    try:
+        written = runtime.ledger.erase_user(args.resource, args.reason, operator_cause(None, runtime.settings.operator))
+    except NotFound:
+        print(f"no user {args.resource}", file=sys.stderr)
+        return 1
+    runtime.requests.forget(args.resource, names)  # the request log's rows of the subject (issue 13)
+    runtime.directory.catch_up()
+    runtime.audit.catch_up()
+    # Old values must not linger in the audit file's write-ahead log.
+    runtime.audit.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if written.position is None:
+        print(f"user {args.resource}: already erased", file=sys.stderr)
+    else:
+        print(f"user {args.resource}: personal data erased (log position {written.position}); "
+              "see docs/audit.md for what this does not reach", file=sys.stderr)
+    return 0
+
+
+HANDLERS = {"subject-export": subject_export_command, "erase": erase_command}
