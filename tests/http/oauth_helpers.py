@@ -15,6 +15,7 @@ from adapters.http.app import collapse_slashes
 from adapters.operator import issue_token, operator_cause as _cause
 from adapters.store.clients import create_client
 from adapters.http.oauth import OAuthSettings
+from adapters.settings import Settings
 
 ISSUER = "https://scim.example.test"
 TOKEN_URL = ISSUER + "/oauth/token"
@@ -37,7 +38,8 @@ class Clock:
 
 
 def oauth_app(runtime, clock: Clock, lifetime: int = 3600) -> falcon.testing.TestClient:
-    app = build_app(runtime, replace(runtime.settings, oauth=OAuthSettings(lifetime, ISSUER)), now=clock)
+    settings = replace(Settings.from_env(data=runtime.data), oauth=OAuthSettings(lifetime, ISSUER))  # + rate limits set
+    app = build_app(runtime, settings, now=clock)
     return falcon.testing.TestClient(collapse_slashes(app))
 
 
