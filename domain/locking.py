@@ -18,11 +18,14 @@ all before it asks for more.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import zlib
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+
+T = TypeVar("T")
 
 class LockTimeout(TimeoutError):
     """The locks were not had by the deadline (the Ledger answers Conflict: 503, Retry-After)."""
@@ -70,3 +73,25 @@ class ProcessLocks:
         finally:
             for lock in reversed(held):
                 lock.release()
+
+
+def run_serialised(attempt: Callable[[], T], locks: AggregateLocks, ids: Iterable[str], seconds: float,
+                   conflicts: tuple[type[Exception], ...], on_retry: Callable[[], None] | None = None) -> T:
+    """``attempt()`` holding ``ids``, run again after each of ``conflicts`` (another writer
+    got there first) until ``seconds`` have passed; then ``LockTimeout``. Retries are bounded
+    by time, not count, so a burst on one hot group waits instead of failing."""
+    deadline = time.monotonic() + seconds
+    with locks.hold(ids, deadline):
+        tries = 0
+        while True:
+            try:
+                return attempt()
+            except conflicts:
+                if on_retry:
+                    on_retry()
+                # Jittered backoff, so writers racing for one aggregate stop colliding.
+                pause = random.uniform(0, 0.002 * 2 ** min(tries, 5))
+                if time.monotonic() + pause >= deadline:
+                    raise LockTimeout("the time bound for this command was spent on conflicts") from None
+                time.sleep(pause)
+                tries += 1

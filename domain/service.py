@@ -8,9 +8,7 @@ last event so callers can catch their projections up to it (read-your-writes).
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 from uuid import UUID
@@ -22,7 +20,7 @@ from eventsourcing.persistence import IntegrityError
 from domain import uniqueness
 from domain.attributes import missing_required, normalize, parse_members
 from domain.batch import Batch
-from domain.locking import AggregateLocks, LockTimeout, ProcessLocks
+from domain.locking import AggregateLocks, LockTimeout, ProcessLocks, run_serialised
 from domain.bulk import BulkOperation, BulkOutcome, run_operations
 from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed
 from domain.model import Cause, Group, NameClaim, Resource, Tenant, Token, User
@@ -374,29 +372,14 @@ class Ledger(Application):
 
     def _retrying(self, attempt: Callable[[], T], *subjects: str) -> T:
         """Run ``attempt`` holding the locks of ``subjects`` (the existing aggregates the
-        command changes), again when another writer changed the same aggregates first,
-        until ``retry_seconds`` have passed: then Conflict (503 with Retry-After)."""
+        command changes), again after a version conflict, for ``retry_seconds`` at most."""
         if self._batch() is not None:
             return attempt()  # inside run_bulk, which retries the whole request
-        deadline = time.monotonic() + self.retry_seconds
         try:
-            with self.locks.hold(subjects, deadline):
-                tries = 0
-                while True:
-                    try:
-                        return attempt()
-                    except (IntegrityError, StaleRead):
-                        if self.on_retry:
-                            self.on_retry()
-                        # Jittered backoff, so writers racing for one group stop colliding.
-                        pause = random.uniform(0, 0.002 * 2 ** min(tries, 5))
-                        if time.monotonic() + pause >= deadline:
-                            break
-                        time.sleep(pause)
-                        tries += 1
+            return run_serialised(attempt, self.locks, subjects, self.retry_seconds, (IntegrityError, StaleRead),
+                                  self.on_retry)
         except LockTimeout:
-            pass
-        raise Conflict("too many concurrent changes to the same resource; retry the request")
+            raise Conflict("too many concurrent changes to the same resource; retry the request") from None
 
 
 def _require(resource_type, attributes: dict) -> None:
