@@ -82,8 +82,8 @@ def prepare(runtime: Runtime, base_url: str) -> None:
         )
     else:
         print(f"Tenant URL:   {base_url}/scim/v2   (tokens: `scimledger token list`)", flush=True)
-    print(f"Console:      {base_url}/console/   (sign in with a token of scope audit or admin)", flush=True)
-    print(f"Console:      {base_url}/console/   (sign in with a token of scope audit or admin)", flush=True)
+    print(f"Console:      {base_url}/console/   (sign in with a token of scope audit or admin:"
+          " `scimledger token create --scope admin --label console`)", flush=True)
 
 
 def _log_has_tokens(runtime: Runtime) -> bool:
