@@ -83,6 +83,12 @@ class Runtime:
         """The event store's URL (None: SQLite in the data directory)."""
         return self.settings.store
 
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if "feeds" in self.__dict__:
             self.feeds.close()

@@ -60,11 +60,8 @@ def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) ->
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         return HANDLERS[args.command](runtime, args)
-    finally:
-        runtime.close()
 
 
 def _time(name: str, text: str | None) -> str | None:

@@ -39,11 +39,8 @@ def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) ->
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         return HANDLERS[args.command](runtime, args)
-    finally:
-        runtime.close()
 
 
 # -- privacy ----------------------------------------------------------------------------
