@@ -24,6 +24,7 @@ environment                             command line          what
 ``SCIMLEDGER_TOKEN_LIFETIME``, ``SCIMLEDGER_PUBLIC_URL``       OAuth (adapters.http.oauth)
 ``SCIMLEDGER_REQUEST_LOG_*``                                  request log (adapters.store.request_log)
 ``SCIMLEDGER_CONSOLE_SECRET``, ``SCIMLEDGER_TRUST_PROXY``     the web console
+``SCIMLEDGER_RETENTION``                                      erase users deprovisioned N days ago (domain.retention)
 ``USER``                                                      the operator named in a CLI change
 ======================================  ====================  ====================================
 """
@@ -40,6 +41,7 @@ from adapters.feeds import FeedSettings
 from adapters.http.oauth import OAuthSettings
 from adapters.store.request_log import RequestLogSettings
 from adapters.http.media import DEFAULT_MAX_BODY, MAX_BODY_ENV
+from domain.retention import RETENTION_ENV, RetentionPolicy
 
 SCHEMAS_ENV = "SCIMLEDGER_SCHEMAS"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
@@ -67,6 +69,7 @@ class Settings:
     console_secret: str = field(default="", repr=False)  # SCIMLEDGER_CONSOLE_SECRET
     trust_proxy: bool = False  # SCIMLEDGER_TRUST_PROXY
     feeds: FeedSettings = FeedSettings()  # SCIMLEDGER_FEEDS_* (adapters.feeds)
+    retention: RetentionPolicy = RetentionPolicy()  # SCIMLEDGER_RETENTION (off unless set)
     # scimledger serve
     host: str = "127.0.0.1"
     port: int = 8080
@@ -109,6 +112,7 @@ class Settings:
             "feeds": FeedSettings.from_env(env),
             "console_secret": env.get("SCIMLEDGER_CONSOLE_SECRET") or "",
             "trust_proxy": env.get("SCIMLEDGER_TRUST_PROXY", "").strip().lower() in TRUE,
+            "retention": RetentionPolicy.parse(env.get(RETENTION_ENV)),
         }
         return cls(**(values | given))
 

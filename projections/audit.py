@@ -271,6 +271,16 @@ class AuditLog(TrackedProjection):
         row = self.conn.execute("SELECT max(position) FROM audit WHERE time <= ?", (moment,)).fetchone()
         return row[0] or 0
 
+    def deprovisioned_before(self, moment: str) -> list[tuple[str, str | None, str]]:
+        """Users deprovisioned before ``moment`` (UTC text) and not erased yet, oldest first:
+        ``(resource_id, tenant, deprovisioned at)``. Retention reads this; no value of the person."""
+        return self.conn.execute(
+            "SELECT resource_id, tenant, max(time) FROM audit WHERE event = 'User.Deprovisioned' AND time < ? "
+            "AND resource_id NOT IN (SELECT resource_id FROM audit WHERE event = 'User.PersonalDataErased') "
+            "GROUP BY resource_id ORDER BY 3, 1",
+            (moment,),
+        ).fetchall()
+
     def is_erased(self, resource_id: str) -> bool:
         return self.conn.execute(
             "SELECT 1 FROM audit WHERE resource_id = ? AND event = 'User.PersonalDataErased'", (resource_id,)

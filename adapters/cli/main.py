@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adapters.cli import audit, clients, feeds, privacy, replay, requests, serve, token
+from adapters.cli import audit, clients, feeds, privacy, replay, requests, retention, serve, token
 from adapters.settings import Settings
 
-GROUPS = (serve, token, audit, replay, privacy, clients, requests, feeds)
+GROUPS = (serve, token, audit, replay, privacy, retention, clients, requests, feeds)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     group = next(g for g in GROUPS if args.command in g.COMMANDS)
-    settings = Settings.from_env(
-        serving=args.command == "serve",
-        data=args.data,
-        store=args.store,
-        **{name: getattr(args, name, None) for name in ("schemas", "host", "port", "workers", "threads")},
-    )
+    try:
+        settings = Settings.from_env(
+            serving=args.command == "serve",
+            data=args.data,
+            store=args.store,
+            **{name: getattr(args, name, None) for name in ("schemas", "host", "port", "workers", "threads")},
+        )
+    except ValueError as error:  # a setting that makes no sense: say which, no traceback
+        print(f"scimledger: {error}", file=sys.stderr)
+        return 2
     return group.run(args, settings)
 
 

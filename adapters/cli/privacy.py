@@ -13,11 +13,10 @@ import orjson
 
 from adapters.bootstrap import Runtime
 from adapters.cli.audit import SCIM_BASE
+from adapters.erasure import erase_subject, settle_erasures
 from adapters.http.rendering import user_resource
-from adapters.operator import operator_cause
 from adapters.settings import Settings
 from domain.errors import NotFound
-from projections.console_queries import subject_names
 from projections.directory import utc_text
 
 COMMANDS = frozenset({"subject-export", "erase"})
@@ -83,17 +82,12 @@ def subject_export_command(runtime, args) -> int:
 
 
 def erase_command(runtime, args) -> int:
-    names = subject_names(runtime.audit, args.resource)
     try:
-        written = runtime.ledger.erase_user(args.resource, args.reason, operator_cause(None, runtime.settings.operator))
+        written = erase_subject(runtime, args.resource, args.reason)
     except NotFound:
         print(f"no user {args.resource}", file=sys.stderr)
         return 1
-    runtime.requests.forget(args.resource, names)  # the request log's rows of the subject (issue 13)
-    runtime.directory.catch_up()
-    runtime.audit.catch_up()
-    # Old values must not linger in the audit file's write-ahead log.
-    runtime.audit.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    settle_erasures(runtime)
     if written.position is None:
         print(f"user {args.resource}: already erased", file=sys.stderr)
     else:

@@ -22,6 +22,7 @@ from adapters.http.shared_limits import reset
 from adapters.http.worker import LIMITS
 from adapters.operator import issue_token, operator_cause
 from adapters.push import PushWorker
+from adapters.retention import DailyRetention
 from adapters.settings import Settings, use_metrics_dir
 from adapters.store.tokens import hash_secret
 from domain.model import Token
@@ -57,6 +58,8 @@ class ScimLedgerServer(BaseApplication):
         readiness = Readiness(runtime.directory, max_lag=self.settings.ready_max_lag).start()
         if runtime.feeds.settings.deliver:  # push delivery of the event feeds (issue 12)
             runtime.push = PushWorker(runtime.feeds).start()
+        if self.settings.retention:  # the daily retention run: one process of all wins each day
+            runtime.retention = DailyRetention.on(runtime).start()
         return collapse_slashes(build_app(runtime, readiness=readiness))
 
 
