@@ -16,7 +16,9 @@ from adapters.cli.audit import SCIM_BASE
 from adapters.erasure import erase_subject, settle_erasures
 from adapters.http.rendering import user_resource
 from adapters.settings import Settings
+from adapters.store.backup import LIST_KIND
 from domain.errors import NotFound
+from projections.audit_query import is_uuid
 from projections.directory import utc_text
 
 COMMANDS = frozenset({"subject-export", "erase"})
@@ -32,7 +34,10 @@ def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) ->
     common(subject)
 
     erase = commands.add_parser("erase", help="erase one person's personal data (right to erasure)")
-    erase.add_argument("--resource", required=True, metavar="ID", help="the user's id")
+    which = erase.add_mutually_exclusive_group(required=True)
+    which.add_argument("--resource", metavar="ID", help="the user's id")
+    which.add_argument("--replay-list", metavar="FILE",
+                       help="re-apply an erasures.json (scimledger backup) to a restored store")
     erase.add_argument("--reason", default="", help="why (kept in the audit trail; no personal data here)")
     common(erase)
 
@@ -82,6 +87,8 @@ def subject_export_command(runtime, args) -> int:
 
 
 def erase_command(runtime, args) -> int:
+    if args.replay_list:
+        return replay_list(runtime, args.replay_list)
     try:
         written = erase_subject(runtime, args.resource, args.reason)
     except NotFound:
@@ -94,6 +101,46 @@ def erase_command(runtime, args) -> int:
         print(f"user {args.resource}: personal data erased (log position {written.position}); "
               "see docs/audit.md for what this does not reach", file=sys.stderr)
     return 0
+
+
+def replay_list(runtime, path: str) -> int:
+    """Erase every subject of an erasure list again (docs/audit.md, restore): a restored
+    backup older than the list must not bring anyone back. Idempotent."""
+    try:
+        listed = read_erasure_list(Path(path))
+    except ValueError as error:
+        print(f"scimledger erase --replay-list: {path}: {error}", file=sys.stderr)
+        return 2
+    counts = {"erased": 0, "already erased": 0, "not in this store": 0}
+    for entry in listed:
+        reason = f"replayed from an erasure list: erased at log position {entry.get('position')}, {entry.get('time')}"
+        try:
+            written = erase_subject(runtime, entry["id"], reason)
+        except NotFound:  # created after the backup was taken: nothing of theirs is here
+            counts["not in this store"] += 1
+            continue
+        counts["erased" if written.position is not None else "already erased"] += 1
+    settle_erasures(runtime)
+    print(f"erase --replay-list: {len(listed):,} listed; " + ", ".join(f"{n:,} {what}" for what, n in counts.items()),
+          file=sys.stderr)
+    return 0
+
+
+def read_erasure_list(path: Path) -> list[dict]:
+    """The entries of an ``erasures.json``; ValueError says what is wrong with the file."""
+    try:
+        body = orjson.loads(path.read_bytes())
+    except OSError as error:
+        raise ValueError(f"cannot read it ({error.strerror or error})") from None
+    except orjson.JSONDecodeError:
+        raise ValueError("not JSON (expected the erasures.json that scimledger backup writes)") from None
+    if not isinstance(body, dict) or body.get("kind") != LIST_KIND or not isinstance(body.get("erasures"), list):
+        raise ValueError("not an erasure list (expected the erasures.json that scimledger backup writes)")
+    entries = body["erasures"]
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not is_uuid(entry["id"]):
+            raise ValueError(f"entry {entry!r:.80} has no user id; nothing was erased")
+    return entries
 
 
 HANDLERS = {"subject-export": subject_export_command, "erase": erase_command}
