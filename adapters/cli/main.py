@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adapters.cli import audit, backup, clients, feeds, privacy, replay, requests, retention, serve, token
+from adapters.cli import audit, backup, clients, copy_store, feeds, privacy, replay, requests, retention, serve, token
 from adapters.settings import Settings
 
-GROUPS = (serve, token, audit, replay, privacy, retention, backup, clients, requests, feeds)
+GROUPS = (serve, token, audit, replay, privacy, retention, backup, copy_store, clients, requests, feeds)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
