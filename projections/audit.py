@@ -31,10 +31,9 @@ from projections.audit_changes import (
     change,
     redact_changes,
     redact_rows,
-    utc,
 )
 from projections.audit_query import SLACK, Query, event_dict, event_types, is_uuid, parse_time, shift
-from projections.tracking import Events, TrackedProjection, topics_of
+from projections.tracking import Events, TrackedProjection, topics_of, utc_text
 
 __all__ = ["AuditLog", "Query", "VersionAt", "ERASED", "EVENT_TYPES", "event_dict", "event_types", "parse_time",
            "redact_changes"]
@@ -167,7 +166,7 @@ class AuditLog(TrackedProjection):
             page.states[resource_id] = row_state
             row_state.dirty = True
             page.rows.append((
-                e.position, utc(state["timestamp"]), row_state.tenant, e.type.__qualname__, row_state.type, resource_id,
+                e.position, utc_text(state["timestamp"]), row_state.tenant, e.type.__qualname__, row_state.type, resource_id,
                 e.version, row_state.user_name, row_state.display_name,
                 *map((state.get("cause") or {}).get, CAUSE_KEYS), orjson.dumps(changes).decode(), note,
             ))

@@ -5,7 +5,6 @@ redaction of a person's values on ``User.PersonalDataErased``. ``AuditLog.apply`
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Callable, Iterable
 
 import orjson
@@ -13,7 +12,6 @@ import orjson
 from domain.feeds import Feed
 from domain.model import Group, Token, User, flatten
 from projections import clients
-from projections.tracking import utc_text
 
 ERASED = "[erased]"
 
@@ -213,9 +211,3 @@ def redact_changes(changes: list[dict]) -> list[dict]:
         {**c, "old": None if c.get("old") is None else ERASED, "new": None if c.get("new") is None else ERASED}
         for c in changes
     ]
-
-
-def utc(moment: datetime) -> str:
-    """``utc_text``, faster for the usual case (UTC with microseconds): one per event."""
-    iso = moment.isoformat()
-    return iso[:26] + "Z" if len(iso) == 32 and iso.endswith("+00:00") else utc_text(moment)

@@ -82,3 +82,25 @@ CREATE TABLE IF NOT EXISTS position (
     notification_id INTEGER NOT NULL
 );
 """
+
+
+def _index_statements(ddl: str) -> dict[str, str]:
+    statements = {}
+    for statement in ddl.split(";"):
+        statement = "\n".join(line for line in statement.splitlines() if not line.lstrip().startswith("--")).strip()
+        words = statement.split()
+        if words[:2] == ["CREATE", "INDEX"] or words[:3] == ["CREATE", "UNIQUE", "INDEX"]:
+            statements[words[words.index("EXISTS") + 1]] = statement
+    return statements
+
+
+# ``{name: CREATE INDEX IF NOT EXISTS ...}`` of the directory's own tables (the OAuth
+# tables' one index stays: its table stays small).
+INDEXES = _index_statements(DDL)
+# The indexes a bulk load (replay) builds after loading: those no event handler reads
+# (not the unique ones either: they decide what INSERT OR IGNORE keeps). A member's
+# groups are looked up when it is deleted: that index is built at the first deletion.
+MEMBER_INDEX = "memberships_member"
+DEFERRED_INDEXES = tuple(name for name, sql in INDEXES.items()
+                         if not sql.startswith("CREATE UNIQUE") and sql.split(" ON ")[1].split()[0] in ("users", "groups")
+                         ) + (MEMBER_INDEX,)

@@ -38,6 +38,7 @@ from typing import Callable, Iterator, TextIO
 from projections.activity import Activity
 from projections.audit import AuditLog
 from projections.directory import Directory, ResourceRow
+from projections.log_pages import pages_of
 from projections.tracking import connect
 
 PROJECTIONS: dict[str, tuple[type, str]] = {
@@ -50,10 +51,12 @@ CACHE_PAGES = -65536  # 64 MiB page cache while rebuilding (memory stays flat ab
 
 
 class Recorder:
-    """The event store's recorder, optionally bounded at ``stop`` and reporting each page."""
+    """The event store's recorder, optionally bounded at ``stop`` and reporting each page;
+    pages are read as plain rows where the store allows (``projections.log_pages``)."""
 
     def __init__(self, recorder, stop: int | None = None, on_page: Callable[[list], None] | None = None):
         self.inner, self.stop, self.on_page = recorder, stop, on_page
+        self._select = pages_of(recorder)
 
     def max_notification_id(self) -> int | None:
         head = self.inner.max_notification_id()
@@ -62,7 +65,7 @@ class Recorder:
     def select_notifications(self, start, limit, stop=None, topics=(), *, inclusive_of_start=True):
         if self.stop is not None:
             stop = self.stop if stop is None else min(stop, self.stop)
-        page = self.inner.select_notifications(start, limit, stop=stop, topics=topics, inclusive_of_start=inclusive_of_start)
+        page = self._select(start, limit, stop=stop, topics=topics, inclusive_of_start=inclusive_of_start)
         if self.on_page is not None:
             self.on_page(page)
         return page

@@ -5,10 +5,13 @@ SQLite file."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
 
 from domain.model import Group, User
 from projections import tracking
-from projections.tracking import POSITION_DDL, TrackedProjection, topics_of
+from projections.tracking import POSITION_DDL, TrackedProjection, topics_of, utc_text
 from tests.samples import user_body
 from tests.service.fakes import CAUSE, in_memory_ledger
 
@@ -109,3 +112,27 @@ def test_each_thread_follows_a_file_swapped_in_under_the_path(tmp_path):
 
     names.catch_up()  # notices the swap and reopens
     assert "from the rebuilt file" in names.names()
+
+
+# utc_text: the one stored form of every timestamp, whatever the datetime it is given (its
+# fast path is for UTC with microseconds, as events carry them).
+MOMENT = datetime(2026, 12, 1, 12, 30, 5, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("moment", [
+    MOMENT,
+    MOMENT.replace(microsecond=0),  # isoformat leaves the fraction out
+    MOMENT.astimezone(timezone(timedelta(hours=2))),
+    MOMENT.astimezone(timezone(timedelta(hours=-5, minutes=-30))),
+    MOMENT.replace(tzinfo=timezone(timedelta(0), "GMT")),  # another zone at +00:00
+    datetime.fromisoformat("2026-12-01T12:30:05.123456+00:00"),  # as the transcoder revives it
+])
+def test_the_stored_form_is_utc_fixed_width_with_microseconds(moment):
+    slow = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    assert utc_text(moment) == slow
+    assert len(utc_text(moment)) == 27 and utc_text(moment).endswith("Z")
+
+
+def test_the_fast_path_gives_the_usual_form():
+    assert utc_text(MOMENT) == "2026-12-01T12:30:05.123456Z"
+    assert utc_text(MOMENT.replace(microsecond=0)) == "2026-12-01T12:30:05.000000Z"
