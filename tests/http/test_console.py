@@ -14,6 +14,7 @@ from adapters.operator import issue_token
 from adapters.bootstrap import build_app
 from adapters.http.console.session import COOKIE, LOGIN_COOKIE
 from adapters.settings import Settings
+from projections import console_queries as cq
 from tests.conftest import ScimClient
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -270,6 +271,17 @@ def test_every_page_answers(app, client: ScimClient, audit_token):
     assert csv.text.splitlines()[0].startswith("position,time,tenant,event")
     assert browser.get("/console/users?status=bogus").status_code == 400
     assert browser.get("/console/audit?since=yesterday-ish").status_code == 400
+
+
+def test_a_broad_search_says_more_than_the_cap(app, client: ScimClient, audit_token, monkeypatch):
+    for n in range(4):
+        client.post("/Users", json=_user(f"broad{n}@example.com"))
+    browser = Browser(app)
+    browser.sign_in(audit_token)
+    assert "1–4 of 4" in browser.get("/console/users?q=broad").text
+    monkeypatch.setattr(cq, "SEARCH_COUNT_CAP", 2)
+    page = browser.get("/console/users?q=broad")
+    assert "1–4 of more than 2" in page.text and page.text.index("broad0@") < page.text.index("broad3@")
 
 
 def test_a_session_opened_on_one_node_works_on_another(tmp_path, pg_store):

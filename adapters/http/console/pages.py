@@ -83,10 +83,11 @@ class Users(Page):
         offset = _offset(req)
         if q:  # by index, term by term (projections.console_queries)
             active = None if not status else status == "active"
-            total, found = cq.search_users(rt.directory.conn, viewer.tenant, q, active, sort, order == "desc", offset,
-                                           PAGE_SIZE + 1)
+            total, exact, found = cq.search_users(rt.directory.conn, viewer.tenant, q, active, sort, order == "desc", offset,
+                                                  PAGE_SIZE + 1)
             more, rows = len(found) > PAGE_SIZE, [("User", *r) for r in found[:PAGE_SIZE]]
         else:  # the SCIM list query: kept counts, sort keys (Directory.page)
+            exact = True
             user_type = rt.ledger.schemas.user
             where, params = ("", [])
             if status:
@@ -97,7 +98,7 @@ class Users(Page):
                 descending=order == "desc", offset=offset)
         users = [user_resource(ResourceRow(*r[1:6]), SCIM_BASE) for r in rows]
         render(resp, "users.html", viewer=viewer, title="Users", nav="users", q=q, state=status, sort=sort,
-               order=order, users=users, total=total, offset=offset, more=more, page_size=PAGE_SIZE,
+               order=order, users=users, total=total, exact=exact, offset=offset, more=more, page_size=PAGE_SIZE,
                link=lambda **c: query_link(req, **c))
 
 
