@@ -61,3 +61,48 @@ def test_no_match_and_other_tenants(people):
     total, _, rows = cq.search_users(conn, "contoso", "omar", None, "userName", False, 0, 10)
     assert (total, _names(rows)) == (1, ["omar.other@contoso.example"])
     assert cq.search_users(conn, "default", "100%_", None, "userName", False, 0, 10)[0] == 0  # LIKE wildcards escaped
+
+
+# -- the directory as of a moment (/console/as-of) -----------------------------------------
+
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def _replace(runtime, user_id: str, path: str, value) -> None:
+    runtime.ledger.patch_user("default", user_id, [{"op": "replace", "path": path, "value": value}],
+                              operator_cause(None, "test"))
+
+
+def test_as_of_lists_what_time_travel_rebuilds(sqlite_runtime, tmp_path):
+    """At every position of a history with renames, deactivations, deletions and an erasure,
+    the page equals the users and groups of the directory rebuilt up to that position."""
+    from projections.replay import directory_at
+
+    runtime = sqlite_runtime
+    cause = operator_cause(None, "test")
+    ids = [_provision(runtime, "default", f"p{n}@example.com", f"P {n}") for n in range(6)]
+    _provision(runtime, "contoso", "p9@contoso.example", "Other tenant")
+    _replace(runtime, ids[0], "userName", "a-renamed@example.com")
+    _replace(runtime, ids[1], "active", False)
+    runtime.ledger.deprovision_user("default", ids[2], cause)
+    group = runtime.ledger.create_group("default", {"displayName": "Readers", "members": [{"value": ids[3]}]}, cause).id
+    runtime.ledger.replace_group("default", group, {"displayName": "Auditors"}, cause)
+    runtime.ledger.erase_user(ids[4], "test", cause)
+    runtime.audit.catch_up()
+    head = runtime.audit.position()
+    for position in range(1, head + 1):
+        with directory_at(position, runtime.event_store.recorder, runtime.event_store.decode, tmp_path) as past:
+            existed = {kind: past.conn.execute(f"SELECT id, {column} FROM {table} WHERE tenant = 'default'").fetchall()
+                       for kind, table, column in (("User", "users", "user_name"), ("Group", "groups", "display_name"))}
+        # An erased user is listed without a name (the audit trail forgot it), before the named ones.
+        expected = {kind: sorted(((i, None if i == ids[4] else name) for i, name in rows),
+                                 key=lambda row: (row[1] is not None, (row[1] or row[0]).casefold()))
+                    for kind, rows in existed.items()}
+        for kind in ("User", "Group"):
+            total, exact, rows = cq.directory_as_of(runtime.audit.conn, "default", position, kind, None, 0, 50)
+            names = [(r["id"], r["userName"] if kind == "User" else r["displayName"]) for r in rows]
+            assert (total, exact, names) == (len(expected[kind]), True, expected[kind]), (position, kind)
+    _, _, found = cq.directory_as_of(runtime.audit.conn, "default", head, "User", "A-REN", 0, 50)
+    assert [r["id"] for r in found] == [ids[0]]
+    total, exact, page = cq.directory_as_of(runtime.audit.conn, "default", head, "User", None, 1, 2, count_cap=2)
+    assert (total, exact, [r["id"] for r in page]) == (3, False, [ids[1], ids[3]])  # a-renamed, p1, p3, p5

@@ -215,10 +215,11 @@ class AsOf(Page):
             raise InvalidValue("kind: User or Group")
         q = (req.get_param("q") or "").strip()[:200]
         offset = _offset(req)
-        total, rows = 0, []
+        total, exact, rows = 0, True, []
         if moment is not None:
             position = rt.audit.position_at(moment)
-            total, rows = cq.directory_as_of(rt.audit.conn, viewer.tenant, position, kind, q, offset, PAGE_SIZE)
+            total, exact, rows = cq.directory_as_of(rt.audit.conn, viewer.tenant, position, kind, q, offset,
+                                                    PAGE_SIZE + 1)
         render(resp, "asof.html", viewer=viewer, title="As of", nav="asof", moment=moment,
-               time_text=req.get_param("time") or "", kind=kind, q=q, rows=rows, total=total, offset=offset,
-               page_size=PAGE_SIZE, more=offset + len(rows) < total, link=lambda **c: query_link(req, **c))
+               time_text=req.get_param("time") or "", kind=kind, q=q, rows=rows[:PAGE_SIZE], total=total, exact=exact,
+               offset=offset, page_size=PAGE_SIZE, more=len(rows) > PAGE_SIZE, link=lambda **c: query_link(req, **c))
