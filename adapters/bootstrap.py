@@ -59,12 +59,15 @@ class Runtime:
         self.request_log_settings = settings.request_log
         self.requests, self.request_writer = open_request_log(
             data, store_env(data, settings.store, settings.store_environment), settings.request_log)
+        # Whoever wants to hear of each save (the metrics; serve's push worker, which then
+        # looks at the log at once instead of at its next look).
+        self.recorded = Recorded(observability.count_events if observed else None)
         self.ledger: Ledger = ledger_on(
             store,
             facts=self.directory,
             schemas=schemas,
             group_commit=settings.group_commit,
-            on_recorded=observability.count_events if observed else None,
+            on_recorded=self.recorded,
             on_retry=observability.count_retry if observed else None,
         )
 
@@ -99,6 +102,20 @@ class Runtime:
         self.audit.close()
         self.directory.close()
         self.ledger.close()  # and the store's connections
+
+
+class Recorded:
+    """``Ledger(on_recorded=...)``: tells the listeners that a save appended ``count`` events."""
+
+    def __init__(self, *listeners):
+        self.listeners = [listener for listener in listeners if listener is not None]
+
+    def __call__(self, count: int) -> None:
+        for listener in self.listeners:
+            listener(count)
+
+    def listen(self, listener) -> None:
+        self.listeners.append(listener)
 
 
 def build_app(runtime: Runtime, settings: Settings | None = None, readiness: Readiness | None = None,

@@ -8,6 +8,7 @@ poll endpoint (adapters.http.events) and the ``feed`` commands (adapters.cli.fee
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from domain.feeds import create_feed, new_feed_id, revoke_feed
 from domain.sets import Change, events_of, set_claims
 from adapters.store.feeds import FeedStore, Moved
+from adapters.store.log_head import notification_reader
 from adapters.store.signing_keys import Seal, SigningKeys, feeds_secret
 from adapters.store.tokens import hash_secret, new_secret
 from projections.feeds import FeedLog, FeedRegistry, FeedView
@@ -23,6 +25,8 @@ from projections.feeds import FeedLog, FeedRegistry, FeedView
 DEFAULT_MAX_EVENTS = 100
 MAX_EVENTS = 1000
 POLL_PATH = "/events/v1/poll"
+CLAIMS_CACHE = 4096  # changes whose claims are kept for the other feeds that send them
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,10 @@ class Feeds:
         self.store = FeedStore(ledger)
         self.keys = SigningKeys(self.store, secret)
         self.header_seal = Seal(secret, b"push headers")
-        self.registry = FeedRegistry(ledger.recorder, decode, head)
-        self.log = FeedLog(ledger.recorder, decode)
+        reader = notification_reader(ledger.recorder, ledger.env)
+        self.registry = FeedRegistry(reader, decode, head)
+        self.log = FeedLog(reader, decode, self.registry)
+        self._claims: dict[tuple, dict | None] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -139,16 +145,29 @@ class Feeds:
     def render(self, feed: FeedView, change: Change) -> tuple[str, str] | None:
         """``(jti, signed SET)`` of one transmission of the change, None if it sends nothing."""
         erased = change.resource_id in self.registry.erased
+        key = (change.first.position, change.end, feed.mode, erased)
+        claims = self._claims.get(key, _MISSING)
+        if claims is _MISSING:
+            claims = self._claims_of(change, feed.mode, erased)
+            if len(self._claims) >= CLAIMS_CACHE:
+                self._claims.clear()
+            self._claims[key] = claims
+        if claims is None:
+            return None
+        jti = secrets.token_hex(16)
+        return jti, self.keys.sign(claims | {"aud": feed.audience, "jti": jti, "iat": int(time.time())})
+
+    def _claims_of(self, change: Change, mode: str, erased: bool) -> dict | None:
+        """The claims every feed in ``mode`` sends for the change, but for its ``aud``,
+        ``jti`` and ``iat``: made once for all the feeds that send it."""
         resource = None
-        if feed.mode == "full" and not erased and change.method == "PUT":
+        if mode == "full" and not erased and change.method == "PUT":
             resource = self._resource_at(change)
-        events = events_of(change, feed.mode, erased, resource)
+        events = events_of(change, mode, erased, resource)
         if not events:
             return None
-        jti = uuid.uuid4().hex
-        claims = set_claims(change, events, issuer=self.settings.public_url, audience=feed.audience, jti=jti,
-                            issued_at=int(time.time()), erased=erased)
-        return jti, self.keys.sign(claims)
+        return set_claims(change, events, issuer=self.settings.public_url, audience="", jti="", issued_at=0,
+                          erased=erased)
 
     def _resource_at(self, change: Change) -> dict | None:
         try:

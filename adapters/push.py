@@ -1,30 +1,42 @@
 """Push delivery (RFC 8935): each push feed's SETs POSTed to its receiver, in log order.
 
-Every server process runs one supervisor thread (``PushWorker``), which starts one thread
-per push feed. A feed thread first takes the feed's lease (adapters.store.feeds: a row with
-an expiry, taken by one conditional upsert), so among all processes of all nodes exactly
-one delivers a feed at a time; it renews the lease while it works and gives it up on
-shutdown. A killed process's lease runs out after ``LEASE`` seconds and another takes it.
+Every server process runs one ``PushWorker``, but only one process per node delivers: the
+one holding the node's lock file (``node_lock``, an ``flock`` the kernel lets go of when
+the process dies), so that one process, not every worker, reads the log for the feeds.
+That process runs a supervisor thread, a thread that watches the log's head, and one
+thread per push feed whose lease it holds.
 
-For each change after the feed's stored position: render and sign the SET, POST it
-(``application/secevent+jwt``, the feed's configured header), and on ``202`` move the
-position past it — a compare-and-set that also checks the lease. So a SET is never lost
-(the position moves only after the receiver has it) and never overtaken (one at a time,
-in order); a crash between the 202 and the move sends it again with the same ``txn``
-(at-least-once). A ``400`` (RFC 8935 §2.3 ``err``) is recorded and the SET skipped.
-Anything else — refused or reset connections, timeouts, 5xx, other answers — is retried
-with capped exponential backoff and jitter, for as long as it takes (the failures, the
-last error and the next attempt are in ``scimledger feed list``).
+Leases (adapters.store.feeds): a row per feed with a holder and an expiry, taken by one
+conditional upsert, so among all processes of all nodes exactly one delivers a feed at a
+time. The supervisor takes and renews the leases of every push feed in one transaction
+every ``RENEW`` seconds; a feed thread sends only while its lease has long enough to run
+to cover a whole POST (``margin``), so it never sends after another process may have
+taken the feed over. A killed process's leases run out after ``ttl`` seconds.
 
-Each feed has its own thread, so one slow or dead receiver delays no other feed, and no
-SCIM request waits for delivery. Requests are bounded: ``push_timeout`` to connect and to
-answer, at most ``MAX_RESPONSE`` bytes of answer read, no redirects followed, and only
-the operator's configured URL is ever contacted.
+Positions: while it holds a feed, a thread keeps the feed's position (every change up to
+it delivered, skipped or sending nothing), counters and retry state in memory, and the
+supervisor saves what every feed reached in one transaction every ``SAVE`` seconds, and
+on shutdown — always after the receiver answered 202, never before. So a SET is never
+lost and never overtaken (one at a time, in order), and a kill makes the next holder send
+again at most the SETs of the last ``SAVE`` seconds (same ``txn``, new ``jti``):
+at-least-once. Saving is a compare-and-set on the saved position and the lease, so a
+process that lost a feed cannot move it; it stops delivering that feed.
+
+Answers: ``202`` moves the position; a ``400`` (RFC 8935 §2.3 ``err``) is recorded and
+the SET skipped; anything else — refused or reset connections, timeouts, 5xx, other
+answers — is retried with capped exponential backoff and jitter, for as long as it takes
+(the failures, the last error and the next attempt are in ``scimledger feed list``).
+
+The feed threads wait on the watcher (one look at the head every ``WATCH`` seconds for
+the process, at once when this process records something) rather than each polling the
+store, and read their changes from the log window they share (projections.feeds). Each
+feed has its own thread and connection (adapters.push_http), so one slow or dead
+receiver delays no other feed, and no SCIM request waits for delivery.
 """
 
 from __future__ import annotations
 
-import http.client
+import fcntl
 import logging
 import os
 import random
@@ -32,73 +44,18 @@ import socket
 import threading
 import time
 import uuid
-from urllib.parse import urlsplit
+from pathlib import Path
 
-import orjson
+from adapters.push_http import Failed, Receiver, Refused
+from adapters.store.feeds import Progress, utc_now
 
 log = logging.getLogger("scimledger.push")
 
-LEASE = 10.0  # seconds a lease lasts unless renewed
-RENEW = 3.0  # seconds between renewals while delivering
-IDLE = 0.05  # seconds between looks at the log head when a feed is caught up
-SUPERVISE = 1.0  # seconds between looks for new or revoked feeds
-MAX_RESPONSE = 64 * 1024
-
-
-class Refused(Exception):
-    """The receiver refused this SET (400): skip it."""
-
-
-class Failed(Exception):
-    """The SET did not get there; try again later."""
-
-
-class Receiver:
-    """The feed's receiver, over one kept-alive connection (a new one after any failure)."""
-
-    def __init__(self, url: str, header: tuple[str, str] | None, timeout: float):
-        parts = urlsplit(url)
-        self.connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.headers = {"Content-Type": "application/secevent+jwt", "Accept": "application/json"}
-        if header:
-            self.headers[header[0]] = header[1]
-        self.connection = None
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-
-    def post(self, token: str) -> None:
-        """POST one SET; returns on 202, raises Refused (400) or Failed (anything else)."""
-        for attempt in (1, 2):
-            reused = self.connection is not None
-            if not reused:
-                self.connection = self.connection_class(self.host, self.port, timeout=self.timeout)
-            try:
-                self.connection.request("POST", self.target, body=token.encode(), headers=self.headers)
-                response = self.connection.getresponse()
-                body = response.read(MAX_RESPONSE)
-            except (OSError, http.client.HTTPException) as error:
-                self.close()
-                if reused and attempt == 1 and not isinstance(error, TimeoutError):
-                    continue  # the receiver closed the idle connection: once more on a new one
-                raise Failed(f"{type(error).__name__}: {error}"[:200]) from None
-            if response.will_close or not response.isclosed():
-                self.close()  # closing, or an answer over the size limit left unread
-            break
-        if response.status == 202:
-            return
-        if response.status == 400:
-            try:
-                answer = orjson.loads(body)
-                reason = f"{answer.get('err')}: {answer.get('description', '')}"
-            except (orjson.JSONDecodeError, AttributeError):
-                reason = "400 without an RFC 8935 err body"
-            raise Refused(f"receiver refused the SET: {reason}"[:300])
-        raise Failed(f"HTTP {response.status} {response.reason}"[:200])
+LEASE = 10.0  # seconds a lease lasts at least unless renewed
+RENEW = 2.0  # seconds between renewals (and attempts at the leases other processes let go)
+SAVE = 0.1  # seconds between saves of the positions reached
+WATCH = 0.02  # seconds between looks at the log head while this process delivers feeds
+WAIT = 0.5  # seconds a feed thread waits at most before looking at its lease and stop again
 
 
 def backoff(failures: int, cap: float) -> float:
@@ -106,105 +63,262 @@ def backoff(failures: int, cap: float) -> float:
     return min(cap, 2.0 ** min(failures - 1, 30)) * random.uniform(0.5, 1.0)
 
 
+class LogWatch:
+    """The log's head for the feed threads of one process: one thread looks every
+    ``WATCH`` seconds (or at once when poked) and wakes the threads waiting past it."""
+
+    def __init__(self, read_head, active):
+        self.read_head, self.active = read_head, active
+        self.head = -1
+        self._changed = threading.Condition()
+        self._poked = threading.Event()
+
+    def poke(self) -> None:
+        self._poked.set()
+
+    def run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            self._poked.wait(WATCH if self.active() else WAIT)
+            self._poked.clear()
+            if not self.active():
+                continue
+            try:
+                head = self.read_head()
+            except Exception:  # noqa: BLE001 - the store may be down for a while; keep looking
+                log.warning("push: cannot read the log head", exc_info=True)
+                stopping.wait(1.0)
+                continue
+            if head != self.head:
+                with self._changed:
+                    self.head = head
+                    self._changed.notify_all()
+        self.wake_all()
+
+    def wake_all(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def beyond(self, position: int, timeout: float) -> int:
+        """The head once it is past ``position``, or after ``timeout`` seconds."""
+        with self._changed:
+            if self.head <= position:
+                self._changed.wait(timeout)
+            return self.head
+
+
+class Delivery:
+    """A push feed this process holds: what it reached, in memory until saved."""
+
+    def __init__(self, feed, state):
+        self.feed = feed
+        self.saved = self.position = state.position
+        self.failures, self.next_attempt = state.failures, state.next_attempt
+        self.delivered = self.skipped = 0
+        self.last_delivery = self.last_error = self.error_at = None
+        self.lease_until = 0.0
+        self.lost = threading.Event()  # its lease is gone, or the feed revoked: stop
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._changes = 0  # mutations since the start; a save covers those up to its snapshot
+        self._saved_changes = 0
+
+    def moved(self, position: int, delivered: int = 0, skipped: int = 0, error: str | None = None) -> None:
+        with self._lock:
+            self.position = position
+            if delivered:
+                self.delivered += delivered
+                self.last_delivery = utc_now()
+            if skipped:
+                self.skipped += skipped
+            if error is not None:
+                self.last_error, self.error_at = error, utc_now()
+            if delivered or skipped:
+                self.failures, self.next_attempt = 0, None
+            self._changes += 1
+
+    def failed(self, error: str, next_attempt: float) -> None:
+        with self._lock:
+            self.failures += 1
+            self.last_error, self.error_at, self.next_attempt = error, utc_now(), next_attempt
+            self._changes += 1
+
+    def progress(self) -> tuple[Progress, int] | None:
+        with self._lock:
+            if self._changes == self._saved_changes:
+                return None
+            return Progress(self.feed.id, self.saved, self.position, self.delivered, self.skipped, self.last_delivery,
+                            self.last_error, self.error_at, self.failures, self.next_attempt), self._changes
+
+    def was_saved(self, progress: Progress, changes: int) -> None:
+        with self._lock:
+            self.saved = progress.position
+            self.delivered -= progress.delivered
+            self.skipped -= progress.skipped
+            self._saved_changes = changes
+
+
 class PushWorker:
-    def __init__(self, feeds):
+    def __init__(self, feeds, node_lock: Path | None = None):
         self.feeds = feeds
+        self.node_lock = node_lock
+        self._lock_file = None
+        self.store = feeds.store
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        timeout = feeds.settings.push_timeout
+        self.margin = timeout + 1.0  # a POST takes at most about the timeout (connect and answer)
+        self.ttl = max(LEASE, self.margin + 2 * RENEW + 1.0)  # one renewal may fail without a pause
         self.stopping = threading.Event()
-        self._threads: dict[str, threading.Thread] = {}
-        self._supervisor: threading.Thread | None = None
+        self.deliveries: dict[str, Delivery] = {}
+        self.watch = LogWatch(feeds.head, lambda: bool(self.deliveries))
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> "PushWorker":
-        self._supervisor = threading.Thread(target=self._supervise, name="push-supervisor", daemon=True)
-        self._supervisor.start()
+        for target, name in ((self._supervise, "push-supervisor"), (self.watch.run, "push-watch")):
+            thread = threading.Thread(target=target, args=(self.stopping,) if target == self.watch.run else (),
+                                      name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
         return self
+
+    def poke(self) -> None:
+        """Something was recorded in this process: look at the head now."""
+        self.watch.poke()
 
     def stop(self, wait: float = 5.0) -> None:
         self.stopping.set()
+        self.watch.wake_all()
         deadline = time.monotonic() + wait
-        for thread in [self._supervisor, *self._threads.values()]:
+        for thread in [*self._threads, *(d.thread for d in list(self.deliveries.values()))]:
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
+    # -- the supervisor: leases and saves ----------------------------------------------
+
     def _supervise(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                for feed in self.feeds.registry.feeds():
-                    thread = self._threads.get(feed.id)
-                    if feed.push and not feed.revoked and (thread is None or not thread.is_alive()):
-                        thread = threading.Thread(target=self._run, args=(feed.id,), name=f"push-{feed.id[:8]}",
-                                                  daemon=True)
-                        self._threads[feed.id] = thread
-                        thread.start()
-            except Exception:  # noqa: BLE001 - the store may be down for a while; keep watching
-                log.warning("push supervisor: cannot read the feeds", exc_info=True)
-            self.stopping.wait(SUPERVISE)
-
-    def _run(self, feed_id: str) -> None:
-        store = self.feeds.store
-        receiver = None
+        renew_at = 0.0
         try:
-            while not self.stopping.is_set():
-                feed = self.feeds.registry.get(feed_id)
-                if feed is None or feed.revoked:
-                    return
+            while not self.stopping.wait(SAVE):
                 try:
-                    if not store.take_lease(feed_id, self.holder, LEASE):
-                        self.stopping.wait(RENEW)
-                        continue
-                    if receiver is None:
-                        receiver = Receiver(feed.push_url, self.feeds.push_header(feed), self.feeds.settings.push_timeout)
-                    self._deliver(feed, receiver)
-                except Exception:  # noqa: BLE001 - store trouble: retry, never die
-                    log.warning("push %s: delivery interrupted", feed_id, exc_info=True)
-                    self.stopping.wait(1.0)
+                    if time.monotonic() >= renew_at:
+                        renew_at = time.monotonic() + RENEW
+                        if self._deliverer():
+                            self._lease()
+                    self._save()
+                except Exception:  # noqa: BLE001 - the store may be down for a while; keep going
+                    log.warning("push supervisor: store trouble", exc_info=True)
         finally:
-            if receiver is not None:
-                receiver.close()
-            try:
-                store.release_lease(feed_id, self.holder)
-            except Exception:  # noqa: BLE001
-                pass
-            store.close()
+            self._shut_down()
 
-    def _deliver(self, feed, receiver: Receiver) -> None:
-        """Deliver while holding the lease; returns to renew it or when there is nothing."""
-        store, settings = self.feeds.store, self.feeds.settings
-        renew_at = time.monotonic() + RENEW
-        state = store.state(feed.id, feed.start)
-        if state.next_attempt and state.next_attempt > time.time():
-            self.stopping.wait(min(state.next_attempt - time.time(), RENEW))
+    def _deliverer(self) -> bool:
+        """Whether this process is the node's deliverer (it holds the node lock)."""
+        if self.node_lock is None or self._lock_file is not None:
+            return True
+        handle = open(self.node_lock, "a+b")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        return True
+
+    def _lease(self) -> None:
+        for feed_id, delivery in list(self.deliveries.items()):
+            if delivery.thread is not None and not delivery.thread.is_alive():
+                self._save([delivery])
+                del self.deliveries[feed_id]
+        wanted = [f for f in self.feeds.registry.feeds() if f.push and not f.revoked]
+        wanted_ids = {f.id for f in wanted}
+        for feed_id, delivery in self.deliveries.items():
+            if feed_id not in wanted_ids:
+                delivery.lost.set()  # revoked
+        asked = time.time()
+        held = self.store.take_leases(sorted(wanted_ids), self.holder, self.ttl)
+        for feed in wanted:
+            delivery = self.deliveries.get(feed.id)
+            if feed.id not in held:
+                if delivery is not None:
+                    delivery.lost.set()
+                continue
+            if delivery is None:
+                delivery = self.deliveries[feed.id] = Delivery(feed, self.store.state(feed.id, feed.start))
+                delivery.lease_until = asked + self.ttl
+                delivery.thread = threading.Thread(target=self._deliver, args=(delivery,),
+                                                   name=f"push-{feed.id[:8]}", daemon=True)
+                delivery.thread.start()
+            delivery.lease_until = asked + self.ttl
+
+    def _save(self, deliveries=None) -> None:
+        snapshots = [(d, p) for d in (deliveries or list(self.deliveries.values())) if (p := d.progress())]
+        if not snapshots:
             return
-        head = self.feeds.head()
-        if state.position >= head:
-            while time.monotonic() < renew_at and not self.stopping.is_set():
-                if self.feeds.head() > state.position:
-                    break
-                time.sleep(IDLE)
+        moved = self.store.save_progress([p for _, (p, _) in snapshots], self.holder)
+        for delivery, (progress, changes) in snapshots:
+            if progress.feed_id in moved:
+                delivery.was_saved(progress, changes)
+            else:  # another process holds it now (or moved it): it delivers from what was saved
+                delivery.lost.set()
+
+    def _shut_down(self) -> None:
+        self.watch.wake_all()
+        for delivery in self.deliveries.values():
+            delivery.lost.set()
+            if delivery.thread is not None:
+                delivery.thread.join(self.margin)
+        try:
+            self._save()
+            self.store.release_leases(list(self.deliveries), self.holder)
+        except Exception:  # noqa: BLE001 - the leases run out by themselves
+            log.warning("push: could not save or release on shutdown", exc_info=True)
+        self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # and with it the node lock
+            self._lock_file = None
+
+    # -- one feed ------------------------------------------------------------------------
+
+    def _deliver(self, delivery: Delivery) -> None:
+        feeds, settings = self.feeds, self.feeds.settings
+        feed = delivery.feed
+        receiver = Receiver(feed.push_url, feeds.push_header(feed), settings.push_timeout)
+        try:
+            while not (self.stopping.is_set() or delivery.lost.is_set()):
+                if time.time() + self.margin > delivery.lease_until:  # not renewed lately: send nothing
+                    delivery.lost.wait(WAIT / 5)
+                    continue
+                if delivery.next_attempt and delivery.next_attempt > time.time():
+                    delivery.lost.wait(min(delivery.next_attempt - time.time(), WAIT))
+                    continue
+                head = self.watch.beyond(delivery.position, WAIT)
+                if head > delivery.position:
+                    self._send(delivery, receiver, head)
+        except Exception:  # noqa: BLE001 - store trouble: the supervisor starts the feed again
+            log.warning("push %s: delivery interrupted", feed.id, exc_info=True)
+        finally:
+            receiver.close()
+            self.store.close()  # this thread's connection, if rendering opened one
+
+    def _send(self, delivery: Delivery, receiver: Receiver, head: int) -> None:
+        feeds = self.feeds
+        changes, reached = feeds.log.changes(delivery.feed, delivery.position, head)
+        feed = feeds.registry.get(delivery.feed.id, head)  # erasures and revocations up to here
+        if feed is None or feed.revoked:
+            delivery.lost.set()
             return
-        self.feeds.registry.catch_up()  # erasures and revocations up to now
-        changes, reached = self.feeds.log.changes(feed, state.position, head)
-        position = state.position
         for change in changes:
-            if self.stopping.is_set() or time.monotonic() >= renew_at:
+            if self.stopping.is_set() or delivery.lost.is_set() or time.time() + self.margin > delivery.lease_until:
                 return
-            rendered = self.feeds.render(feed, change)
+            rendered = feeds.render(feed, change)
             if rendered is None:
                 continue
             try:
                 receiver.post(rendered[1])
             except Refused as refused:
-                if not store.advance(feed.id, position, change.end, skipped=1, error=str(refused), holder=self.holder):
-                    return
-                position = change.end
+                delivery.moved(change.end, skipped=1, error=str(refused))
                 continue
             except Failed as failed:
-                failures = (state.failures if position == state.position else 0) + 1
-                wait = backoff(failures, settings.max_backoff)
-                store.failed(feed.id, str(failed), time.time() + wait)
+                delivery.failed(str(failed), time.time() + backoff(delivery.failures + 1, feeds.settings.max_backoff))
                 return
-            if not store.advance(feed.id, position, change.end, delivered=1, holder=self.holder):
-                return  # lost the lease (or another process moved the feed): stop here
-            position = change.end
-        if reached > position:
-            store.advance(feed.id, position, reached, holder=self.holder)
+            delivery.moved(change.end, delivered=1)
+        if reached > delivery.position:
+            delivery.moved(reached)

@@ -45,11 +45,13 @@ class ScimLedgerServer(BaseApplication):
     def __init__(self, options: dict, settings: Settings):
         self.options = options
         self.settings = settings
+        self.push: PushWorker | None = None  # the worker's, after the fork
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        self.cfg.set("worker_exit", self.worker_exit)
 
     def load(self):  # runs in each worker, after the fork
         runtime = Runtime(self.settings, check_directory=False)
@@ -57,10 +59,17 @@ class ScimLedgerServer(BaseApplication):
         # 503 until that is done, /healthz answers at once.
         readiness = Readiness(runtime.directory, max_lag=self.settings.ready_max_lag).start()
         if runtime.feeds.settings.deliver:  # push delivery of the event feeds (issue 12)
-            runtime.push = PushWorker(runtime.feeds).start()
+            self.push = PushWorker(runtime.feeds, node_lock=runtime.data / "push.lock").start()
+            runtime.recorded.listen(lambda count: self.push.poke())
         if self.settings.retention:  # the daily retention run: one process of all wins each day
             runtime.retention = DailyRetention.on(runtime).start()
         return collapse_slashes(build_app(runtime, readiness=readiness))
+
+    def worker_exit(self, server, worker) -> None:
+        """A worker stopping (restart, shutdown): its push feeds save where they are and
+        let go of their leases, so nothing is sent twice and another worker takes over at once."""
+        if self.push is not None:
+            self.push.stop()
 
 
 def prepare(runtime: Runtime, base_url: str) -> None:

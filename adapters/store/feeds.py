@@ -63,8 +63,16 @@ class FeedState:
     next_attempt: float | None
 
 
+_now_text = (0, "")
+
+
 def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """The time now to the second, as ISO 8601 UTC (formatted once a second: per SET otherwise)."""
+    global _now_text
+    now = int(time.time())
+    if now != _now_text[0]:
+        _now_text = (now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
+    return _now_text[1]
 
 
 class FeedStore:
@@ -146,58 +154,51 @@ class FeedStore:
                        " next_attempt FROM {t}feed_state").fetchall()
         return {row[0]: FeedState(*row) for row in rows}
 
-    def advance(self, feed_id: str, old: int, new: int, delivered: int = 0, skipped: int = 0,
-                error: str | None = None, holder: str | None = None) -> bool:
-        """Move the feed from ``old`` to ``new`` (False if it is no longer at ``old``, or
-        ``holder`` no longer holds its lease). ``error``: why a SET was skipped."""
-        lease = ""
-        params: list = [new, delivered, skipped]
-        if delivered:
-            lease += ", last_delivery = ?"
-            params.append(utc_now())
-        if error is not None:
-            lease += ", last_error = ?, error_at = ?"
-            params += [error[:MAX_ERROR], utc_now()]
-        where = "feed_id = ? AND position = ?"
-        params += [feed_id, old]
-        if holder is not None:
-            where += " AND EXISTS (SELECT 1 FROM {t}feed_lease l WHERE l.feed_id = ? AND l.holder = ? AND l.expires > ?)"
-            params += [feed_id, holder, time.time()]
+    def save_progress(self, rows: list["Progress"], holder: str) -> set[str]:
+        """Move each feed from the position last saved to the one reached, with its counters
+        and last error, in one transaction; only where the feed is still at the old position
+        and ``holder`` still holds its lease (a compare-and-set: a process that lost a feed
+        cannot move it). Returns the ids of the feeds moved."""
+        now, moved = time.time(), set()
         with self.transaction() as run:
-            cursor = run("UPDATE {t}feed_state SET position = ?, delivered = delivered + ?, skipped = skipped + ?,"
-                         f" failures = 0, next_attempt = NULL{lease} WHERE {where}", params)
-            return cursor.rowcount == 1
-
-    def failed(self, feed_id: str, error: str, next_attempt: float) -> int:
-        """Record a failed attempt to deliver; returns the number of failures in a row."""
-        with self.transaction() as run:
-            run("UPDATE {t}feed_state SET failures = failures + 1, last_error = ?, error_at = ?, next_attempt = ?"
-                " WHERE feed_id = ?", (error[:MAX_ERROR], utc_now(), next_attempt, feed_id))
-            row = run("SELECT failures FROM {t}feed_state WHERE feed_id = ?", (feed_id,)).fetchone()
-        return row[0] if row else 0
-
-    def note_error(self, feed_id: str, error: str) -> None:
-        with self.transaction() as run:
-            run("UPDATE {t}feed_state SET last_error = ?, error_at = ? WHERE feed_id = ?",
-                (error[:MAX_ERROR], utc_now(), feed_id))
+            for p in rows:
+                cursor = run(
+                    "UPDATE {t}feed_state SET position = ?, delivered = delivered + ?, skipped = skipped + ?,"
+                    " last_delivery = COALESCE(?, last_delivery), last_error = COALESCE(?, last_error),"
+                    " error_at = COALESCE(?, error_at), failures = ?, next_attempt = ?"
+                    " WHERE feed_id = ? AND position = ? AND EXISTS (SELECT 1 FROM {t}feed_lease l"
+                    " WHERE l.feed_id = ? AND l.holder = ? AND l.expires > ?)",
+                    (p.position, p.delivered, p.skipped, p.last_delivery,
+                     p.last_error[:MAX_ERROR] if p.last_error else None, p.error_at, p.failures, p.next_attempt,
+                     p.feed_id, p.saved, p.feed_id, holder, now))
+                if cursor.rowcount == 1:
+                    moved.add(p.feed_id)
+        return moved
 
     # -- leases (push) -------------------------------------------------------------
 
-    def take_lease(self, feed_id: str, holder: str, ttl: float) -> bool:
-        """Take or renew the feed's lease for ``ttl`` seconds, unless another holder's
-        lease is still running. One statement, so exactly one contender wins."""
-        now = time.time()
+    def take_leases(self, feed_ids: list[str], holder: str, ttl: float) -> set[str]:
+        """Take or renew each feed's lease for ``ttl`` seconds, unless another holder's
+        lease is still running; returns the ids now held. One conditional upsert per feed,
+        so exactly one contender wins; one transaction for them all."""
+        now, held = time.time(), set()
+        if not feed_ids:
+            return held
         with self.transaction() as run:
-            cursor = run(
-                "INSERT INTO {t}feed_lease (feed_id, holder, expires) VALUES (?, ?, ?) ON CONFLICT (feed_id) DO UPDATE"
-                " SET holder = excluded.holder, expires = excluded.expires"
-                " WHERE {t}feed_lease.holder = excluded.holder OR {t}feed_lease.expires < ?",
-                (feed_id, holder, now + ttl, now))
-            return cursor.rowcount == 1
+            for feed_id in feed_ids:
+                cursor = run(
+                    "INSERT INTO {t}feed_lease (feed_id, holder, expires) VALUES (?, ?, ?) ON CONFLICT (feed_id)"
+                    " DO UPDATE SET holder = excluded.holder, expires = excluded.expires"
+                    " WHERE {t}feed_lease.holder = excluded.holder OR {t}feed_lease.expires < ?",
+                    (feed_id, holder, now + ttl, now))
+                if cursor.rowcount == 1:
+                    held.add(feed_id)
+        return held
 
-    def release_lease(self, feed_id: str, holder: str) -> None:
-        with self.transaction() as run:
-            run("DELETE FROM {t}feed_lease WHERE feed_id = ? AND holder = ?", (feed_id, holder))
+    def release_leases(self, feed_ids: list[str], holder: str) -> None:
+        if feed_ids:
+            with self.transaction() as run:
+                run.many("DELETE FROM {t}feed_lease WHERE feed_id = ? AND holder = ?", [(f, holder) for f in feed_ids])
 
     # -- pending (poll) ------------------------------------------------------------
 
@@ -275,6 +276,23 @@ class _Run:
 
     def many(self, sql: str, rows: list) -> None:
         self.target.executemany(self.sql(sql), rows)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a push feed's deliverer saves: the feed moved from ``saved`` to ``position``,
+    ``delivered``/``skipped`` more SETs since, and its retry state now."""
+
+    feed_id: str
+    saved: int
+    position: int
+    delivered: int = 0
+    skipped: int = 0
+    last_delivery: str | None = None
+    last_error: str | None = None
+    error_at: str | None = None
+    failures: int = 0
+    next_attempt: float | None = None
 
 
 class Moved(Exception):

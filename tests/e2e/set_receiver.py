@@ -83,6 +83,20 @@ def collapsed(txns: list[int]) -> list[int]:
     return [t for i, t in enumerate(txns) if i == 0 or txns[i - 1] != t]
 
 
+def resent(txns: list[int]) -> int | None:
+    """How many SETs were sent again, when the txns are in log order but for at most one
+    step back to a SET already delivered, after which the tail of what had been delivered
+    comes again (a new holder starting from the position last saved); None if they are not."""
+    back = next((i for i in range(1, len(txns)) if txns[i] <= txns[i - 1]), None)
+    if back is None:
+        return 0
+    before, after = txns[:back], txns[back:]
+    if before != sorted(set(before)) or after != sorted(set(after)):
+        return None
+    again = [t for t in after if t in set(before)]
+    return len(again) if again and again == before[len(before) - len(again):] else None
+
+
 def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
