@@ -213,7 +213,13 @@ class PushWorker:
         """Whether this process is the node's deliverer (it holds the node lock)."""
         if self.node_lock is None or self._lock_file is not None:
             return True
-        handle = open(self.node_lock, "a+b")
+        try:
+            handle = open(self.node_lock, "a+b")
+        except OSError as error:  # e.g. a read-only data directory: the leases alone decide
+            log.warning("push: cannot open the node lock %s (%s); every worker competes for the leases",
+                        self.node_lock, error.strerror or error)
+            self.node_lock = None
+            return True
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -68,8 +68,8 @@ class SqliteNotifications:
             params += list(topics)
         params.append(limit)
         rows = conn.execute(sql + " ORDER BY rowid LIMIT ?", params).fetchall()
-        # originator_id stays the stored text (the feeds use it as a string)
-        return [Notification(id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3], state=r[4])
+        convert = self.recorder.convert_originator_id
+        return [Notification(id=r[0], originator_id=convert(r[1]), originator_version=r[2], topic=r[3], state=r[4])
                 for r in rows]
 
 
