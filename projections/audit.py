@@ -25,6 +25,7 @@ from projections.audit_changes import (
     AUDITED,
     CAUSE_KEYS,
     COLUMNS,
+    CREATIONS,
     ERASED,
     EVENT_TYPES,
     Page,
@@ -148,7 +149,8 @@ class AuditLog(TrackedProjection):
     # -- applying a page of events ---------------------------------------------------
 
     def apply(self, conn, events: Events) -> None:
-        page = Page(conn, events.ids())
+        # Only the stored states the page reads: a resource it creates starts afresh.
+        page = Page(conn, [i for i, first in events.first_types().items() if first not in CREATIONS])
         for e in events:
             resource_id, state = e.id, e.state
             if e.type is User.PersonalDataErased:

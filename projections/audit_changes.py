@@ -44,7 +44,8 @@ class State:
 
 
 class Page:
-    """What applying one page of events produces: rows, member refs, changed states."""
+    """What applying one page of events produces: rows, member refs, changed states.
+    ``ids``: the resources whose stored state the page needs (not those it creates)."""
 
     def __init__(self, conn, ids: Iterable[str]):
         self.conn = conn
@@ -195,6 +196,7 @@ _CHANGES: dict[type, Callable[[dict, dict], tuple[list[dict], str | None]]] = {
     Token.Revoked: _revoked, Feed.Revoked: _revoked, User.PersonalDataErased: _erased, User.Deprovisioned: _ended, Group.Deleted: _ended,
 }
 assert set(_CREATIONS) | set(_CHANGES) | set(clients.AUDITED) == set(AUDITED)
+CREATIONS = frozenset(_CREATIONS) | frozenset(clients.AUDITED_CREATIONS)  # ``change`` reads no state before these
 
 
 def redact_rows(conn, resource_id: str) -> None:

@@ -156,6 +156,7 @@ class ClientQueries:
 # -- the audit log (projections/audit.py) -------------------------------------------
 
 AUDITED = (Client.Registered, Client.SecretRotated, Client.Revoked, AccessToken.Issued)
+AUDITED_CREATIONS = (Client.Registered, AccessToken.Issued)  # their audit state does not read the one before
 _AUDITED_NAMES = frozenset(cls.__qualname__ for cls in AUDITED)
 
 

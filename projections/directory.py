@@ -13,42 +13,18 @@ import functools
 import sqlite3
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 import orjson
 
 from domain.model import Group, Token, User, apply_changes
 from domain.ports import StaleRead
 from projections import clients, directory_query
-from projections.directory_query import PageRow, ResourceRow, Source
+from projections.directory_query import PageRow, ResourceRow, Source, TokenListing, TokenRow
 from projections.directory_schema import DDL, DEFERRED_INDEXES, INDEXES, MEMBER_INDEX, SCHEMA_VERSION
 from projections.tracking import Events, TrackedProjection, file_id, topics_of, utc_text
 
 __all__ = ["Directory", "PageRow", "ResourceRow", "Source", "TokenRow", "TokenListing", "file_id", "utc_text"]
-
-
-class TokenRow(NamedTuple):
-    """A credential as ``Directory.token_by_hash`` finds it."""
-
-    id: str
-    tenant: str
-    label: str
-    scope: str
-    secret_hash: str
-    expires: str | None
-    revoked: str | None
-
-
-class TokenListing(NamedTuple):
-    """A credential as ``Directory.tokens`` lists it (no hash)."""
-
-    id: str
-    tenant: str
-    label: str
-    scope: str
-    created: str
-    expires: str | None
-    revoked: str | None
 
 
 _HANDLERS = {
@@ -72,6 +48,7 @@ class Directory(TrackedProjection):
     """Implements ``domain.ports.DirectoryFacts`` and the queries the HTTP layer needs."""
 
     topics = topics_of(*_HANDLERS, *clients.HANDLED)  # + OAuth clients and access tokens (issue 14)
+    bulk_page = 5000  # events per transaction while bulk loading
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None):
@@ -120,9 +97,29 @@ class Directory(TrackedProjection):
     def apply(self, conn: sqlite3.Connection, events: Events) -> None:
         self._counts.clear()  # what a rolled-back page may have left
         handlers = self._handlers
+        # Consecutive MembersAdded of one group (Entra adds members one request at a time)
+        # are applied as one: nothing between them changes which members exist.
+        run: list = []  # [group id, members, its last event]
         for event in events:
+            if event.type is Group.MembersAdded:
+                if run and run[0] == event.id:
+                    run[1] += event.state["members"]
+                    run[2] = event
+                    continue
+                self._add_run(conn, run)
+                run = [event.id, list(event.state["members"]), event]
+                continue
+            if run:
+                self._add_run(conn, run)
+                run = []
             handlers[event.type](conn, event.id, event.version, event.state)
+        self._add_run(conn, run)
         _add_counts(conn, self._counts)
+
+    def _add_run(self, conn, run: list) -> None:
+        if run:
+            group_id, members, last = run
+            self._add_members(conn, group_id, last.version, last.state, members)
 
     # -- event handlers ------------------------------------------------------------
 
@@ -197,12 +194,15 @@ class Directory(TrackedProjection):
         )
 
     def _members_added(self, conn, group_id: str, version: int, state: dict) -> None:
+        self._add_members(conn, group_id, version, state, state["members"])
+
+    def _add_members(self, conn, group_id: str, version: int, state: dict, members: list[dict]) -> None:
         # Only members that still exist: a user deleted meanwhile never reappears in a group.
         cursor = conn.executemany(
             "INSERT OR IGNORE INTO memberships (group_id, member_id, member_type) "
             "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2) "
             "OR EXISTS (SELECT 1 FROM groups WHERE id = ?2)",
-            [(group_id, m["value"], m.get("type") or "User") for m in state["members"]],
+            [(group_id, m["value"], m.get("type") or "User") for m in members],
         )
         self._touch_group(conn, group_id, version, state, cursor.rowcount)
 

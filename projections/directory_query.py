@@ -20,6 +20,30 @@ class ResourceRow(NamedTuple):
     resource: bytes | str  # the stored SCIM attributes as JSON
 
 
+class TokenRow(NamedTuple):
+    """A credential as ``Directory.token_by_hash`` finds it."""
+
+    id: str
+    tenant: str
+    label: str
+    scope: str
+    secret_hash: str
+    expires: str | None
+    revoked: str | None
+
+
+class TokenListing(NamedTuple):
+    """A credential as ``Directory.tokens`` lists it (no hash)."""
+
+    id: str
+    tenant: str
+    label: str
+    scope: str
+    created: str
+    expires: str | None
+    revoked: str | None
+
+
 class PageRow(NamedTuple):
     """One row of a page: a ``ResourceRow`` with its kind and the value it sorted by."""
 

@@ -332,6 +332,7 @@ def directory_at(position: int, recorder, decode, scratch: Path) -> Iterator[Dir
     directory = open_fresh("directory", path, Recorder(recorder, stop=position), decode)
     try:
         directory.catch_up()
+        directory.end_bulk()  # with every index of a live directory, for whatever the caller asks
         yield directory
     finally:
         directory.close()

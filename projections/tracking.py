@@ -217,8 +217,8 @@ class TrackedProjection:
 class Events:
     """One page of the log as ``apply`` gets it: iterating yields ``Event`` records in log
     order, decoding each only when it is reached (a page's decoded states are not all
-    alive at once: less for the garbage collector to walk); ``ids()`` lists the
-    aggregates' ids without decoding anything."""
+    alive at once: less for the garbage collector to walk); ``ids()`` and
+    ``first_types()`` tell about the aggregates without decoding anything."""
 
     __slots__ = ("_notifications", "_decode", "_types", "_ids")
 
@@ -232,6 +232,15 @@ class Events:
         if self._ids is None:
             self._ids = [str(n.originator_id) for n in self._notifications]
         return self._ids
+
+    def first_types(self) -> dict[str, type]:
+        """``{aggregate id: the event class of its first event in this page}``, without
+        decoding anything (e.g. to skip reading what the page itself creates)."""
+        first: dict[str, type] = {}
+        for n, aggregate_id in zip(self._notifications, self.ids()):
+            if aggregate_id not in first:
+                first[aggregate_id] = self._types[n.topic]
+        return first
 
     def __iter__(self) -> Iterator[Event]:
         decode, types, new = self._decode, self._types, tuple.__new__  # Event(...), without its slower __new__

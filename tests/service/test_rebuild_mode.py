@@ -62,6 +62,9 @@ def history(sqlite_runtime):
         assert client.patch(f"/Users/{ids[0]}", json=replace(path, value)).status_code in (200, 204)
     assert client.patch(f"/Users/{ids[1]}", json=replace("active", False)).status_code in (200, 204)
     assert client.patch(f"/Users/{ids[1]}", json=replace("active", True)).status_code in (200, 204)
+    for member in (ids[4], ids[5]):  # consecutive MembersAdded of one group: the directory applies them as one
+        add = {"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": [{"value": member}]}]}
+        assert client.patch(f"/Groups/{group}", json=add).status_code in (200, 204)
     assert client.patch(f"/Groups/{group}", json=replace("displayName", "G2")).status_code in (200, 204)
     remove = {"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": f'members[value eq "{ids[3]}"]'}]}
     assert client.patch(f"/Groups/{group}", json=remove).status_code in (200, 204)
@@ -97,6 +100,16 @@ def test_the_live_directory_keeps_its_indexes_right_through_changes_of_indexed_c
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT count(*) FROM users INDEXED BY users_tenant_disabled WHERE tenant = 'default' "
                         "AND active = 0").fetchone()[0] == 1
+
+
+def test_consecutive_member_additions_count_every_member_once(history):
+    runtime, client = history
+    group = client.get("/Groups").json["Resources"][0]
+    conn = runtime.directory.conn
+    rows = conn.execute("SELECT member_id FROM memberships WHERE group_id = ?", (group["id"],)).fetchall()
+    stored = conn.execute("SELECT member_count, version FROM groups WHERE id = ?", (group["id"],)).fetchone()
+    assert len(rows) == stored[0] == 4  # 4 at creation, + 2, - 1 removed, - 1 deleted
+    assert f'W/"{stored[1]}"' == group["meta"]["version"]  # the last event's version
 
 
 def test_pages_as_plain_rows_are_the_librarys_notifications(history):

@@ -15,6 +15,7 @@ from adapters.cli.main import main
 from adapters.operator import issue_token
 from adapters.settings import Settings
 from projections import tracking
+from projections.directory import Directory
 from projections.replay import checksum, exclusive, rebuild, verify
 from tests.conftest import ScimClient
 from tests.samples import ENTRA_CREATE
@@ -143,6 +144,7 @@ class Interrupt(BaseException):
 def test_an_interrupted_replay_leaves_the_live_file_alone_and_a_rerun_restarts(serving, monkeypatch):
     runtime, client = serving
     monkeypatch.setattr(tracking, "PAGE", 2)
+    monkeypatch.setattr(Directory, "bulk_page", 2)  # a rebuild's pages: several, to be interrupted in
     live = runtime.data / "directory.sqlite3"
     runtime.directory.catch_up()
     before, inode = sums(live), os.stat(live).st_ino
