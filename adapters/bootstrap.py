@@ -46,15 +46,18 @@ class Runtime:
         self.settings = settings
         schemas = configured_schemas(settings.schemas)
         data = settings.data
-        self.event_store: EventStore = open_store(data, settings.store, settings.store_environment)
+        self.event_store: EventStore = open_store(data, settings.store, settings.store_environment, settings.master_key)
         if check_directory:
             set_aside_if_corrupt(data / "directory.sqlite3")
         store = self.event_store
-        self.directory = Directory(data / "directory.sqlite3", store.recorder, store.decode, store.head)
+        # An erasure applied by the directory: this process stops opening that person's values.
+        on_erased = store.keys.forget if store.keys is not None else None
+        self.directory = Directory(data / "directory.sqlite3", store.reader, store.decode, store.head, on_erased)
         # Caught up lazily, by audit queries and replay: not on the SCIM write path.
-        self.audit = AuditLog(data / "audit.sqlite3", store.recorder, store.decode)
+        self.audit = AuditLog(data / "audit.sqlite3", store.reader, store.decode)
         # The console's changes per hour (issue 13), caught up lazily by the overview.
-        self.activity = Activity(data / "activity.sqlite3", store.recorder, store.decode)
+        # It reads no personal value: sealed fields stay sealed (no key read, no decryption).
+        self.activity = Activity(data / "activity.sqlite3", store.recorder, store.decode_sealed)
         # The request log (issue 13): beside the event store, written off the request thread.
         self.request_log_settings = settings.request_log
         self.requests, self.request_writer = open_request_log(
@@ -101,6 +104,8 @@ class Runtime:
         self.activity.close()
         self.audit.close()
         self.directory.close()
+        if self.event_store.keys is not None:
+            self.event_store.keys.close()
         self.ledger.close()  # and the store's connections
 
 

@@ -25,6 +25,8 @@ environment                             command line          what
 ``SCIMLEDGER_REQUEST_LOG_*``                                  request log (adapters.store.request_log)
 ``SCIMLEDGER_CONSOLE_SECRET``, ``SCIMLEDGER_TRUST_PROXY``     the web console
 ``SCIMLEDGER_RETENTION``                                      erase users deprovisioned N days ago (domain.retention)
+``SCIMLEDGER_MASTER_KEY``, ``SCIMLEDGER_MASTER_KEY_FILE``     the master key (adapters.store.keys)
+``SCIMLEDGER_BENCH_NO_ENCRYPTION``                            benchmarks only (scripts/bench)
 ``USER``                                                      the operator named in a CLI change
 ======================================  ====================  ====================================
 """
@@ -39,6 +41,7 @@ from typing import Mapping
 from adapters.http import ratelimit
 from adapters.feeds import FeedSettings
 from adapters.http.oauth import OAuthSettings
+from adapters.store.keys import MASTER_ENV, MASTER_FILE_ENV, MasterKeySource, parse_master_key
 from adapters.store.request_log import RequestLogSettings
 from adapters.http.media import DEFAULT_MAX_BODY, MAX_BODY_ENV
 from domain.retention import RETENTION_ENV, RetentionPolicy
@@ -70,6 +73,12 @@ class Settings:
     trust_proxy: bool = False  # SCIMLEDGER_TRUST_PROXY
     feeds: FeedSettings = FeedSettings()  # SCIMLEDGER_FEEDS_* (adapters.feeds)
     retention: RetentionPolicy = RetentionPolicy()  # SCIMLEDGER_RETENTION (off unless set)
+    # The master key wrapping the per-person data keys (adapters.store.keys): the
+    # environment's SCIMLEDGER_MASTER_KEY, or a file (default <data>/master.key).
+    # ``encrypt=False`` comes only from SCIMLEDGER_BENCH_NO_ENCRYPTION, which exists for
+    # scripts/bench's comparison of the same run with and without encryption: such a
+    # store is marked plaintext and no normal start will serve it.
+    master_key: MasterKeySource = MasterKeySource()
     # scimledger serve
     host: str = "127.0.0.1"
     port: int = 8080
@@ -113,8 +122,20 @@ class Settings:
             "console_secret": env.get("SCIMLEDGER_CONSOLE_SECRET") or "",
             "trust_proxy": env.get("SCIMLEDGER_TRUST_PROXY", "").strip().lower() in TRUE,
             "retention": RetentionPolicy.parse(env.get(RETENTION_ENV)),
+            "master_key": master_key_source(env),
         }
         return cls(**(values | given))
+
+
+def master_key_source(env: Mapping[str, str]) -> MasterKeySource:
+    """Where the master key comes from; a malformed key stops the start (never echoing it)."""
+    text = env.get(MASTER_ENV, "").strip()
+    file = env.get(MASTER_FILE_ENV, "").strip()
+    return MasterKeySource(
+        key=parse_master_key(text, MASTER_ENV) if text else b"",
+        file=Path(file).resolve() if file else None,
+        encrypt=env.get("SCIMLEDGER_BENCH_NO_ENCRYPTION", "").strip().lower() not in TRUE,
+    )
 
 
 def schema_paths(text: str | None) -> list[str]:

@@ -199,20 +199,14 @@ class Group(Resource):
 class NameClaim(Aggregate):
     """Holds one unique name (a userName or a group displayName) in one tenant.
 
-    Its id is derived from (kind, tenant, name case-folded), so two writers claiming the
-    same name at once collide on the event store's version constraint and one loses.
+    Its id is derived from (kind, tenant, name case-folded) by a keyed hash
+    (``domain.uniqueness.ClaimIds``: a deployment secret, so the id reveals no name), and
+    the name itself is not recorded. Two writers claiming the same name at once collide
+    on the event store's version constraint and one loses.
     """
 
-    @staticmethod
-    def create_id(kind: str, tenant: str, name: str, owner: str, cause: Cause) -> UUID:
-        return NameClaim.id_for(kind, tenant, name)
-
-    @staticmethod
-    def id_for(kind: str, tenant: str, name: str) -> UUID:
-        return uuid5(NAMESPACE, f"{kind}\n{tenant}\n{name.casefold()}")
-
     @event("Claimed")
-    def __init__(self, kind: str, tenant: str, name: str, owner: str, cause: Cause):
+    def __init__(self, id: UUID, kind: str, tenant: str, owner: str, cause: Cause):
         self.owner = owner
 
     def reclaim(self, owner: str, cause: Cause) -> None:

@@ -8,6 +8,7 @@ last event so callers can catch their projections up to it (read-your-writes).
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -18,11 +19,12 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain import uniqueness
-from domain.attributes import missing_required, normalize, parse_members
+from domain.attributes import normalize
 from domain.batch import Batch
 from domain.locking import AggregateLocks, LockTimeout, ProcessLocks, run_serialised
 from domain.bulk import BulkOperation, BulkOutcome, run_operations
-from domain.errors import Conflict, InvalidValue, NotFound, PreconditionFailed
+from domain.errors import Conflict, NotFound, PreconditionFailed
+from domain.inputs import members_from_body as _members_from_body, require as _require, uuid_of as _uuid
 from domain.model import Cause, Group, NameClaim, Resource, Tenant, Token, User
 from domain.patch import apply_patch, carry_immutable
 from domain.ports import DirectoryFacts, StaleRead
@@ -48,14 +50,17 @@ class Ledger(Application):
     retry_seconds: float = RETRY_SECONDS
 
     def __init__(self, env: dict | None = None, facts: DirectoryFacts | None = None,
-                 schemas: SchemaSet = DEFAULT_SCHEMAS, locks: AggregateLocks | None = None):
+                 schemas: SchemaSet = DEFAULT_SCHEMAS, locks: AggregateLocks | None = None,
+                 claim_ids: Callable[[str, str, str], UUID] | None = None):
         """``facts``: the directory the use cases consult (``domain.ports``); ``schemas``: the
         resource types served (the built-in ones unless configured with more); ``locks``: what
-        commands on one aggregate queue on (``domain.locking``; in-process unless given)."""
+        commands on one aggregate queue on (``domain.locking``; in-process unless given);
+        ``claim_ids``: NameClaim ids (``uniqueness.ClaimIds``; unless given, under a key of this process)."""
         super().__init__(env=env)
         self.facts = facts
         self.schemas = schemas
         self.locks: AggregateLocks = locks or ProcessLocks()
+        self.claim_ids = claim_ids or uniqueness.ClaimIds(secrets.token_bytes(32))
         self._thread = threading.local()  # the Batch open on this thread, if any (run_bulk)
 
     # -- users ---------------------------------------------------------------------
@@ -357,7 +362,7 @@ class Ledger(Application):
 
     def _unique_claims(self, rt: ResourceType, tenant: str, before: dict, after: dict, owner: str, cause: Cause) -> list[NameClaim]:
         """The name claims a change takes and releases (``domain.uniqueness``)."""
-        return uniqueness.claims(self._load_claim, rt, tenant, before, after, owner, cause)
+        return uniqueness.claims(self._load_claim, self.claim_ids, rt, tenant, before, after, owner, cause)
 
     def _save(self, subject, *aggregates) -> Written:
         batch = self._batch()
@@ -380,21 +385,3 @@ class Ledger(Application):
                                   self.on_retry)
         except LockTimeout:
             raise Conflict("too many concurrent changes to the same resource; retry the request") from None
-
-
-def _require(resource_type, attributes: dict) -> None:
-    missing = missing_required(resource_type, attributes)
-    if missing:
-        raise InvalidValue(f"{', '.join(missing)} required: the request did not give {' or '.join(missing)}")
-
-
-def _members_from_body(body: dict) -> list[dict]:
-    """The members a POST/PUT body lists (``members`` in any case)."""
-    return next((parse_members(v) for k, v in body.items() if isinstance(k, str) and k.lower() == "members"), [])
-
-
-def _uuid(text: str) -> UUID:
-    try:
-        return UUID(text)
-    except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"{text} not found") from None

@@ -2,13 +2,17 @@
 displayName, configured extension attributes) are claimed by ``NameClaim`` aggregates
 saved in the same ``save()`` as the change, so two writers cannot both take a name.
 
-``claims(load, ...)`` returns the claims a change takes and releases; ``load`` is the
+``claims(load, ids, ...)`` returns the claims a change takes and releases; ``load`` is the
 Ledger's loader (the open bulk batch's, or the repository's), which raises
-``AggregateNotFoundError`` for a name never claimed.
+``AggregateNotFoundError`` for a name never claimed; ``ids`` derives a claim's id
+(``ClaimIds``, keyed with a deployment secret the composition root derives from the
+master key: an unkeyed hash of an email address is a dictionary lookup away from it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from uuid import UUID
 
@@ -20,18 +24,32 @@ from domain.model import Cause, NameClaim
 from domain.schemas import ResourceType
 
 
-def claims(load: Callable[[UUID], object], rt: ResourceType, tenant: str, before: dict, after: dict, owner: str,
-           cause: Cause) -> list[NameClaim]:
+class ClaimIds:
+    """A NameClaim's id: HMAC-SHA256 of (kind, tenant, case-folded name) under ``secret``."""
+
+    def __init__(self, secret: bytes):
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return "ClaimIds(...)"
+
+    def __call__(self, kind: str, tenant: str, name: str) -> UUID:
+        text = f"{kind}\n{tenant}\n{name.casefold()}".encode("utf-8", "surrogatepass")
+        return UUID(bytes=hmac.new(self._secret, text, hashlib.sha256).digest()[:16])
+
+
+def claims(load: Callable[[UUID], object], ids: Callable[[str, str, str], UUID], rt: ResourceType, tenant: str,
+           before: dict, after: dict, owner: str, cause: Cause) -> list[NameClaim]:
     """Claim the values of ``uniqueness: server`` attributes ``after`` holds anew, release
     the ones only ``before`` held (``{}`` on either side: a create or a delete)."""
     old, new = unique_values(rt, before), unique_values(rt, after)
     result = []
     for kind, (label, name, shown) in new.items():
         if kind not in old or old[kind][1].casefold() != name.casefold():
-            result.append(_claim(load, kind, tenant, name, owner, cause, label, shown))
+            result.append(_claim(load, ids(kind, tenant, name), kind, tenant, name, owner, cause, label, shown))
     for kind, (label, name, _) in old.items():
         if kind not in new or new[kind][1].casefold() != name.casefold():
-            claim_id = NameClaim.id_for(kind, tenant, name)
+            claim_id = ids(kind, tenant, name)
             try:
                 claim = load(claim_id)
             except AggregateNotFoundError:
@@ -41,12 +59,12 @@ def claims(load: Callable[[UUID], object], rt: ResourceType, tenant: str, before
     return result
 
 
-def _claim(load, kind: str, tenant: str, name: str, owner: str, cause: Cause, label: str = "", shown: str = "") -> NameClaim:
-    claim_id = NameClaim.id_for(kind, tenant, name)
+def _claim(load, claim_id: UUID, kind: str, tenant: str, name: str, owner: str, cause: Cause, label: str = "",
+           shown: str = "") -> NameClaim:
     try:
         claim = load(claim_id)
     except AggregateNotFoundError:
-        return NameClaim(kind=kind, tenant=tenant, name=name, owner=owner, cause=cause)
+        return NameClaim(id=claim_id, kind=kind, tenant=tenant, owner=owner, cause=cause)
     if claim.owner not in (None, owner):
         label = label or ("userName" if kind == "user" else "displayName")
         raise Uniqueness(f"{label} '{shown or name}' is already in use")

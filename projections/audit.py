@@ -154,7 +154,7 @@ class AuditLog(TrackedProjection):
         for e in events:
             resource_id, state = e.id, e.state
             if e.type is User.PersonalDataErased:
-                conn.execute("PRAGMA secure_delete=ON")  # overwritten values are zeroed, not left in free space
+                self.erasure_applied()
                 page.forget(resource_id)
                 if self._erasures is None:
                     page.flush()  # rows of this page must be stored before they are redacted

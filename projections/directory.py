@@ -33,6 +33,7 @@ _HANDLERS = {
     User.Deactivated: "_user_deactivated",
     User.Reactivated: "_user_reactivated",
     User.Deprovisioned: "_user_deprovisioned",
+    User.PersonalDataErased: "_user_erased",
     Group.Created: "_group_created",
     Group.Renamed: "_group_changed",
     Group.AttributesChanged: "_group_changed",
@@ -51,9 +52,12 @@ class Directory(TrackedProjection):
     bulk_page = 5000  # events per transaction while bulk loading
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
-                 head: Callable[[], int] | None = None):
-        """``head`` reads the log's last position (default: ask the recorder)."""
+                 head: Callable[[], int] | None = None, on_erased: Callable[[str], None] | None = None):
+        """``head`` reads the log's last position (default: ask the recorder); ``on_erased``
+        is told the id of each user whose erasure is applied (the composition root drops
+        that person's data key from the process's cache)."""
         super().__init__(path, recorder, decode, head)
+        self.on_erased = on_erased
         self._counts: Counter = Counter()  # (tenant, kind) -> change, flushed with each page
         self._deferred: set[str] = set()  # indexes a bulk load builds at its end
         self._handlers = {cls: getattr(self, name) for cls, name in _HANDLERS.items()} | clients.handlers(utc_text)
@@ -160,6 +164,12 @@ class Directory(TrackedProjection):
         for (tenant,) in conn.execute("DELETE FROM users WHERE id = ? RETURNING tenant", (user_id,)).fetchall():
             self._counts[(tenant, "User")] -= 1
         self._drop_member_everywhere(conn, user_id)
+
+    def _user_erased(self, conn, user_id: str, version: int, state: dict) -> None:
+        # The row went with User.Deprovisioned, which an erasure always follows.
+        self.erasure_applied()
+        if self.on_erased is not None:
+            self.on_erased(user_id)
 
     def _group_created(self, conn, group_id: str, version: int, state: dict) -> None:
         attributes = state["attributes"]

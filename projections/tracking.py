@@ -94,6 +94,8 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     # A read model can always be rebuilt from the log, so it need not fsync every commit.
     conn.execute("PRAGMA synchronous=NORMAL")
+    # Deleted and overwritten values are zeroed, not left in free space (erasure, issue 11).
+    conn.execute("PRAGMA secure_delete=ON")
     return conn
 
 
@@ -113,6 +115,7 @@ class TrackedProjection:
 
     topics: tuple[str, ...] = ()
     bulk_page: int | None = None  # events per transaction while bulk loading (None: PAGE)
+    scrub_pending = False  # an erasure was applied: truncate the write-ahead log (``erasure_applied``)
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None):
@@ -127,6 +130,19 @@ class TrackedProjection:
 
     def apply(self, conn: sqlite3.Connection, events: Events) -> None:
         raise NotImplementedError
+
+    def erasure_applied(self) -> None:
+        """Called by ``apply`` on an erasure: once the page is committed, the write-ahead
+        log, which still holds the pages as they were before (the person's values), is
+        checkpointed into the file and truncated (``scrub``)."""
+        self.scrub_pending = True
+
+    def scrub(self) -> bool:
+        """Checkpoint and truncate the write-ahead log; False if a reader on an older
+        snapshot kept it (tried again after the next catch-up)."""
+        busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        self.scrub_pending = bool(busy)
+        return not busy
 
     # -- connections ---------------------------------------------------------------
 
@@ -189,6 +205,8 @@ class TrackedProjection:
         position = self.position()
         head = until if until is not None else self.head()
         if position >= head:
+            if self.scrub_pending:
+                self.scrub()
             return position
         with self._catch_up_lock:
             while True:
@@ -207,6 +225,8 @@ class TrackedProjection:
                             "ON CONFLICT (name) DO UPDATE SET notification_id = excluded.notification_id",
                             (POSITION_NAME, reached),
                         )
+                if self.scrub_pending and not self.bulk:
+                    self.scrub()
                 if not full_page:
                     return reached
 

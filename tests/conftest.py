@@ -14,6 +14,7 @@ Sample bodies: tests/samples.py. Security tests carry the ``security`` marker.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import uuid
@@ -27,6 +28,17 @@ from adapters.http.app import collapse_slashes
 from adapters.operator import issue_token
 from adapters.bootstrap import Runtime
 from adapters.settings import Settings
+from adapters.store.keys import MasterKeySource
+from tests.processes import SHARED_MASTER_KEY
+
+# The one master key of the nodes a test starts on one shared store (tests/processes.py).
+SHARED_KEY = MasterKeySource(key=base64.b64decode(SHARED_MASTER_KEY))
+
+
+def node_settings(data, store: str | None, **settings) -> Settings:
+    """Settings of one node of a shared store: all its nodes are given the same master key."""
+    return Settings(data, store, master_key=SHARED_KEY, **settings)
+
 
 PG_URL = os.environ.get("SCIMLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 UNDER_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
@@ -101,7 +113,8 @@ def store(request):
 
 @pytest.fixture
 def runtime(tmp_path, store):
-    rt = Runtime(Settings(tmp_path / "data", store))
+    # On PostgreSQL, the nodes' shared key (what tests/processes.py gives a command on that store).
+    rt = Runtime(node_settings(tmp_path / "data", store) if store else Settings(tmp_path / "data", store))
     yield rt
     rt.close()
 

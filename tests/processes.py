@@ -20,7 +20,9 @@ A server::
   plus what the test passes: ``token`` (the bootstrap token), keyword settings
   (``SCIMLEDGER_RATE_LIMIT="0"``) or an ``env`` dict; ``args`` adds command-line options.
 * Several nodes: give each ``Server`` its own ``name`` and data directory and the same
-  ``store`` URL and ``logs`` directory; their output stays apart (``<name>.stdout.<n>.log``
+  ``store`` URL and ``logs`` directory. A server (or ``run_cli``) given a ``store`` gets
+  the shared test master key (``SHARED_MASTER_KEY``, what every node of a deployment must
+  be given alike) unless the test sets ``SCIMLEDGER_MASTER_KEY``/``_FILE`` itself; their output stays apart (``<name>.stdout.<n>.log``
   and ``<name>.stderr.<n>.log``, one pair per start). ``log_files()`` lists them all
   (the credential test searches them for secrets).
 * Something else on a port (``scripts/serve``): ``Server(..., command=[...], port=...)``;
@@ -56,6 +58,18 @@ SCIMLEDGER = Path(sys.executable).with_name("scimledger")
 SCIM_JSON = "application/scim+json; charset=utf-8"
 # Paths a Client takes relative to the Tenant URL; anything else (/metrics, /audit/...) is absolute.
 SCIM_PATHS = ("/Users", "/Groups", "/ServiceProviderConfig", "/Schemas", "/ResourceTypes", "/Bulk", "/.search", "/Me")
+
+
+# The master key of every test "deployment" on a shared store (base64 of 32 bytes): a
+# store's nodes must share one (adapters.store.keys). Not a secret: a test fixture.
+SHARED_MASTER_KEY = "c2NpbWxlZGdlciB0ZXN0cyBzaGFyZWQgbWFzdGVyIGs="
+
+
+def with_shared_key(store: str | None, settings: dict) -> dict:
+    """``settings`` plus the shared master key when a store is named and no key is set."""
+    if store and not {"SCIMLEDGER_MASTER_KEY", "SCIMLEDGER_MASTER_KEY_FILE"} & set(settings):
+        return {"SCIMLEDGER_MASTER_KEY": SHARED_MASTER_KEY, **settings}
+    return settings
 
 
 def free_port() -> int:
@@ -94,7 +108,7 @@ class Server:
                 command += ["--store", store]
             command += list(args)
         self.command = command
-        extra = {**(env or {}), **settings}
+        extra = with_shared_key(store, {**(env or {}), **settings})
         if token:
             extra["SCIMLEDGER_BOOTSTRAP_TOKEN"] = token
         self.env = clean_env(**extra)
@@ -251,8 +265,8 @@ def run_cli(*args: str, data: Path | None = None, store: str | None = None, time
         command += ["--store", store]
     if data is not None:
         command += ["--data", str(data)]
-    return subprocess.run(command, cwd=REPO, env=clean_env(**settings), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=REPO, env=clean_env(**with_shared_key(store, settings)),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
 def run_script(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

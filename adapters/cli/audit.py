@@ -231,7 +231,7 @@ def export_command(runtime, args) -> int:
 def export_lines(runtime, position: int, tenant: str | None, erased: set[str] = frozenset()):
     """The directory at log ``position``, one dict per user, group and membership."""
     with tempfile.TemporaryDirectory(prefix="scimledger-export-") as scratch:
-        with directory_at(position, runtime.ledger.recorder, runtime.ledger.mapper.transcoder.decode, Path(scratch)) as directory:
+        with directory_at(position, runtime.event_store.reader, runtime.event_store.decode, Path(scratch)) as directory:
             yield from directory_lines(directory, tenant, erased)
 
 

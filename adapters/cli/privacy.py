@@ -98,7 +98,8 @@ def erase_command(runtime, args) -> int:
     if written.position is None:
         print(f"user {args.resource}: already erased", file=sys.stderr)
     else:
-        print(f"user {args.resource}: personal data erased (log position {written.position}); "
+        print(f"user {args.resource}: personal data erased (log position {written.position}), its data key "
+              "destroyed; "
               "see docs/audit.md for what this does not reach", file=sys.stderr)
     return 0
 

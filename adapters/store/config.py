@@ -51,11 +51,14 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, get_topic
 
-from adapters.store import postgres as pgstore, schema_version, sqlitestore
+from adapters.store import keys as keystore, postgres as pgstore, schema_version, sqlitestore
+from adapters.store.keys import KeyTable, MasterKeySource
 from adapters.store.locks import AdvisoryLocks
 from adapters.store.group_commit import GroupCommitLedger
 from adapters.store.log_head import log_head
+from adapters.store.sealing import PrefetchingRecorder, SealingMapper, SealingTranscoder
 from adapters.store.transcoder import OrjsonTranscoder
+from domain.uniqueness import ClaimIds
 from domain.locking import ProcessLocks
 from domain.ports import DirectoryFacts
 from domain.schemas import DEFAULT_SCHEMAS, SchemaSet
@@ -139,33 +142,67 @@ class EventStore:
     factory: InfrastructureFactory
     recorder: ApplicationRecorder  # the event log
     snapshots: Recorder
-    transcoder: Transcoder
+    transcoder: Transcoder  # opens sealed personal values (adapters.store.sealing)
     head: Callable[[], int]  # reads the log's last position
+    keys: KeyTable | None  # the per-person data keys; None: a plaintext store (benchmark, copy source)
+    claim_ids: ClaimIds  # NameClaim ids, keyed by a secret derived from the master key
 
     @property
     def decode(self) -> Callable[[bytes], Any]:
         return self.transcoder.decode
 
+    @property
+    def decode_sealed(self) -> Callable[[bytes], Any]:
+        """``decode`` leaving sealed fields sealed, for readers of the clear parts only."""
+        return OrjsonTranscoder.decode.__get__(self.transcoder)
 
-def open_store(data: Path, url: str | None, environment: Mapping[str, str] | None = None) -> EventStore:
-    """The configured store, its tables created, after checking the store's schema version.
+    @property
+    def reader(self):
+        """The event log for projections: ``recorder``, reading ahead each page's keys."""
+        return PrefetchingRecorder(self.recorder, self.keys) if self.keys is not None else self.recorder
+
+    def mapper(self):
+        """The mapper that writes this store's events (sealing personal values)."""
+        return SealingMapper(self.transcoder, self.keys) if self.keys is not None else None
+
+
+def open_store(data: Path, url: str | None, environment: Mapping[str, str] | None = None,
+               master: MasterKeySource | None = None, plaintext_source: bool = False) -> EventStore:
+    """The configured store, its tables created, after checking the store's schema version
+    and the master key (``master``: where it comes from; default ``<data>/master.key``).
 
     Raises ``schema_version.UnknownSchemaVersion`` (a SystemExit with a clear message) when
-    the store was stamped by a scimledger with a layout this one does not know, and
-    ``StoreUnreachable`` when it cannot be reached.
+    the store was stamped by a scimledger with a layout this one does not know or by the
+    plaintext format (``schema_version.PlaintextStore``), ``keys.MasterKeyError`` when the
+    master key is missing or not the store's, and ``StoreUnreachable`` when it cannot be
+    reached. ``plaintext_source``: open a store of the plaintext format (version 1) as it
+    is, to read it (``copy-store``): no check, no key table, values as they were stored.
     """
     data.mkdir(parents=True, exist_ok=True)  # the projections live here whatever the store
+    master = master or MasterKeySource()
     settings = store_env(data, url, environment)
     # What the library would gather from the process environment, given to it here:
     env = {**Ledger.env, "IS_SNAPSHOTTING_ENABLED": "y", **(environment or {}), **settings}
     try:
-        with _stamped(settings):
+        with nullcontext() if plaintext_source else _stamped(settings):
             factory = InfrastructureFactory.construct(Environment(Ledger.name, env))
             recorder = factory.application_recorder()  # creates the library's tables on first use
             snapshots = factory.aggregate_recorder(purpose="snapshots")
+            keys = None if plaintext_source else keystore.open_keys(_key_table(env, factory), master, data, _redacted(url))
     except _UNREACHABLE as error:
         raise StoreUnreachable(_redacted(url), error) from error
-    return EventStore(url, env, factory, recorder, snapshots, factory.transcoder(), log_head(recorder, env))
+    transcoder = SealingTranscoder(keys) if keys is not None else OrjsonTranscoder()
+    # Without a master key (plaintext stores) the claim ids are keyed by nothing secret.
+    claim_ids = ClaimIds(keys.claims_secret if keys is not None else b"plaintext store")
+    return EventStore(url, env, factory, recorder, snapshots, transcoder, log_head(recorder, env), keys, claim_ids)
+
+
+def _key_table(env: dict, factory):
+    if is_postgres(env):
+        return keystore.postgres_table(factory.datastore, schema_version.pg_conninfo(env),
+                                       env.get("POSTGRES_SCHEMA") or "public")
+    path = env.get("SQLITE_DBNAME", "")
+    return keystore.sqlite_table(path, sqlitestore.locks_for(path))
 
 
 class _OnStore:
@@ -175,13 +212,24 @@ class _OnStore:
                  on_recorded: Callable[[int], None] | None, on_retry: Callable[[], None] | None):
         self.store = store
         self.on_recorded, self.on_retry = on_recorded, on_retry
-        super().__init__(env=store.env, facts=facts, schemas=schemas, locks=aggregate_locks(store.env))
+        super().__init__(env=store.env, facts=facts, schemas=schemas, locks=aggregate_locks(store.env),
+                         claim_ids=store.claim_ids)
 
     def construct_factory(self, env):
         return self.store.factory
 
     def construct_transcoder(self):
         return self.store.transcoder
+
+    def construct_mapper(self):
+        return self.store.mapper() or super().construct_mapper()
+
+    def _record(self, processing):
+        # The data keys of users provisioned here, in one commit before their events.
+        prepare = getattr(self.mapper, "prepare", None)
+        if prepare is not None:
+            prepare(processing.events)
+        return super()._record(processing)
 
     def construct_recorder(self):
         return self.store.recorder
@@ -209,9 +257,9 @@ def ledger_on(store: EventStore, facts: DirectoryFacts | None = None, schemas: S
 
 
 def open_ledger(data: Path, url: str | None, environment: Mapping[str, str] | None = None,
-                group_commit: bool = False) -> Ledger:
+                group_commit: bool = False, master: MasterKeySource | None = None) -> Ledger:
     """A ledger with no directory behind it, on its own store (scripts, store tests)."""
-    return ledger_on(open_store(data, url, environment), group_commit=group_commit)
+    return ledger_on(open_store(data, url, environment, master), group_commit=group_commit)
 
 
 class StoreUnreachable(SystemExit):

@@ -29,9 +29,11 @@ from psycopg import sql
 
 from projections.directory import utc_text
 
-CURRENT = 1
-KNOWN = frozenset({1})
+CURRENT = 2  # 2: personal values sealed per person, keyed name claims (adapters.store.sealing, issue 11)
+KNOWN = frozenset({2})
+PLAINTEXT = frozenset({1})  # the plaintext format: refused, carried over by ``scimledger copy-store``
 TABLE = "scimledger_schema"
+EVENT_TABLES = {"sqlite": "stored_events", "postgres": "ledger_events"}  # the library's, for the ``ledger`` app
 
 
 class UnknownSchemaVersion(SystemExit):
@@ -52,6 +54,23 @@ class UnknownSchemaVersion(SystemExit):
         )
 
 
+class PlaintextStore(UnknownSchemaVersion):
+    """The store was written by the plaintext format (version 1, or unstamped with events):
+    its personal values are in the clear, and this release will not serve or extend it."""
+
+    def __init__(self, found: int | None, where: str):
+        self.found = found
+        stamp = f"schema version {found}" if found is not None else "no schema version"
+        SystemExit.__init__(
+            self,
+            f"scimledger: the store {where} ({stamp}) was written by the plaintext format of an earlier "
+            "scimledger: its events hold personal data in the clear. This release keeps every person's data "
+            "encrypted with a key of their own and refuses to start on it. Carry it into a new, encrypted store "
+            "with `scimledger copy-store --to URL` (the store to copy from given as usual by --store/--data), "
+            "then serve from the new store and remove the old one.",
+        )
+
+
 def _written_by() -> str:
     return f"scimledger on {socket.gethostname()} pid {os.getpid()}"
 
@@ -66,7 +85,7 @@ def stamped_sqlite(path: str) -> Iterator[int]:
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = _check_or_stamp(conn, "?", f"sqlite {path}")
+            version = _check_or_stamp(conn, "?", f"sqlite {path}", events=EVENT_TABLES["sqlite"])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -93,7 +112,7 @@ def stamped_postgres(conninfo: dict, schema: str) -> Iterator[int]:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
                 version = _check_or_stamp(
                     conn, "%s", f"postgresql {conninfo.get('host')}:{conninfo.get('port')}/"
-                    f"{conninfo.get('dbname')} schema {schema}", schema=schema,
+                    f"{conninfo.get('dbname')} schema {schema}", schema=schema, events=EVENT_TABLES["postgres"],
                 )
             yield version
         finally:
@@ -103,7 +122,7 @@ def stamped_postgres(conninfo: dict, schema: str) -> Iterator[int]:
 # -- shared -------------------------------------------------------------------------------
 
 
-def _check_or_stamp(conn, mark: str, where: str, schema: str | None = None) -> int:
+def _check_or_stamp(conn, mark: str, where: str, schema: str | None = None, events: str = "") -> int:
     table = f'"{schema}".{TABLE}' if schema else TABLE
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table} ("
@@ -114,15 +133,34 @@ def _check_or_stamp(conn, mark: str, where: str, schema: str | None = None) -> i
     )
     row = conn.execute(f"SELECT version FROM {table} WHERE id = 1").fetchone()
     if row is None:
+        if _has_events(conn, schema, events):
+            raise PlaintextStore(None, where)  # from before versions were stamped: version 1
         conn.execute(
             f"INSERT INTO {table} (id, version, written_by, stamped_at) VALUES (1, {mark}, {mark}, {mark})",
             (CURRENT, _written_by(), _now()),
         )
         return CURRENT
     found = int(row[0])
+    if found in PLAINTEXT:
+        raise PlaintextStore(found, where)
     if found not in KNOWN:
         raise UnknownSchemaVersion(found, where)
     return found
+
+
+def _has_events(conn, schema: str | None, events: str) -> bool:
+    """Whether the library's event table exists and holds an event."""
+    if not events:
+        return False
+    if schema is None:
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (events,)).fetchone()
+    else:
+        found = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{events}',)).fetchone()
+        found = found if found and found[0] is not None else None
+    if not found:
+        return False
+    qualified = f'"{schema}".{events}' if schema else events
+    return conn.execute(f"SELECT 1 FROM {qualified} LIMIT 1").fetchone() is not None
 
 
 def _now() -> str:

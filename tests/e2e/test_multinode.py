@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fresh_schema
+from tests.conftest import SHARED_KEY, fresh_schema, node_settings
 from tests.processes import Server, free_port, request, run_cli
 from tests.samples import ERROR, GROUP_SCHEMA, PATCH_OP, add_member, by_user_name, unique, user_body
 
@@ -127,7 +127,7 @@ def assert_serial_member_history(store: str, tmp_path, group_id: str, members: l
 
     from adapters.store.config import open_ledger
 
-    ledger = open_ledger(tmp_path / "reader", store)
+    ledger = open_ledger(tmp_path / "reader", store, master=SHARED_KEY)
     try:
         stored = ledger.recorder.select_events(UUID(group_id))
         decode = ledger.mapper.transcoder.decode
@@ -208,7 +208,7 @@ def test_a_new_node_builds_its_directory_from_the_log_before_it_says_ready(nodes
     assert status == 201
     # A log long enough that building the directory takes a moment: 20,000 users of
     # another tenant, saved in batches straight through the ledger.
-    runtime = Runtime(Settings(tmp_path / "loader", shared_store))
+    runtime = Runtime(node_settings(tmp_path / "loader", shared_store))
     try:
         cause = {"tenant": "bulk", "actor": "test", "actor_label": "bulk load", "request_id": None}
         batch = []

@@ -15,7 +15,7 @@ from adapters.bootstrap import build_app
 from adapters.http.console.session import COOKIE, LOGIN_COOKIE
 from adapters.settings import Settings
 from projections import console_queries as cq
-from tests.conftest import ScimClient
+from tests.conftest import ScimClient, node_settings
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -288,7 +288,7 @@ def test_a_session_opened_on_one_node_works_on_another(tmp_path, pg_store):
     from adapters.bootstrap import Runtime
     from adapters.settings import Settings
 
-    one, two = Runtime(Settings(tmp_path / "one", pg_store)), Runtime(Settings(tmp_path / "two", pg_store))
+    one, two = Runtime(node_settings(tmp_path / "one", pg_store)), Runtime(node_settings(tmp_path / "two", pg_store))
     try:
         token = issue_token(one, "default", "audit", "auditor")
         first = Browser(build_app(one))

@@ -9,7 +9,7 @@ import falcon.testing
 
 from adapters.store.request_log import RequestLogSettings, is_probe, utc_text
 from adapters.operator import issue_token
-from tests.conftest import ScimClient
+from tests.conftest import ScimClient, node_settings
 
 
 def _user(name: str) -> dict:
@@ -84,7 +84,7 @@ def test_with_postgresql_every_node_sees_every_nodes_requests(tmp_path, pg_store
     from adapters.bootstrap import Runtime
     from adapters.settings import Settings
 
-    one, two = Runtime(Settings(tmp_path / "one", pg_store)), Runtime(Settings(tmp_path / "two", pg_store))
+    one, two = Runtime(node_settings(tmp_path / "one", pg_store)), Runtime(node_settings(tmp_path / "two", pg_store))
     try:
         token = issue_token(one, "default", "scim", "entra")
         assert ScimClient(build_app(one), token).get("/Users", params={"filter": "nosuch eq 1"}).status_code == 400

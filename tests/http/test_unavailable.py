@@ -8,13 +8,18 @@ tests/e2e/test_full_disk.py.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 import pytest
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.utils import Environment
 
 from adapters.bootstrap import build_app
 from adapters.http.app import collapse_slashes
 from adapters.operator import issue_token
-from adapters.store.config import store_env
+from adapters.store.config import ledger_on, store_env
+from adapters.store.keys import KeyTable, sqlite_table
+from adapters.store.sealing import SealingTranscoder
 from domain.service import Ledger
 from tests.conftest import ScimClient
 from tests.http.probes import scim_error
@@ -24,11 +29,17 @@ pytestmark = pytest.mark.security
 
 
 def read_only_ledger(runtime) -> Ledger:
-    """The same SQLite event store, opened through read-only connections."""
+    """The same SQLite event store and key table, opened through read-only connections."""
     env = store_env(runtime.data, None)
     env["SQLITE_DBNAME"] = f"file:{env['SQLITE_DBNAME']}?mode=ro"
     env["CREATE_TABLE"] = "n"
-    return Ledger(env=env, facts=runtime.directory, schemas=runtime.ledger.schemas)
+    env = {**runtime.event_store.env, **env}
+    factory = InfrastructureFactory.construct(Environment(Ledger.name, env))
+    keys = KeyTable(sqlite_table(env["SQLITE_DBNAME"], None), runtime.event_store.keys.master)
+    store = replace(runtime.event_store, env=env, factory=factory, recorder=factory.application_recorder(),
+                    snapshots=factory.aggregate_recorder(purpose="snapshots"), keys=keys,
+                    transcoder=SealingTranscoder(keys))
+    return ledger_on(store, facts=runtime.directory, schemas=runtime.ledger.schemas)
 
 
 def test_a_read_only_event_store_answers_503_and_applies_nothing(sqlite_runtime):

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.bootstrap import Runtime
 from domain.errors import NotFound, PreconditionFailed, Uniqueness
-from domain.model import Group, NameClaim, User
+from domain.model import Group, User
 
 CAUSE = {"tenant": "default", "actor": "token-1", "actor_label": "entra", "request_id": "req-1"}
 
@@ -28,7 +28,7 @@ def test_provision_records_user_and_name_claim_atomically(runtime):
     user_events = events_of(runtime, uuid.UUID(written.id))
     assert [type(e).__name__ for e in user_events] == ["Provisioned"]
     assert user_events[0].cause == CAUSE and user_events[0].tenant == "default"
-    claim = runtime.ledger.repository.get(NameClaim.id_for("user", "default", "AVA"))
+    claim = runtime.ledger.repository.get(runtime.ledger.claim_ids("user", "default", "AVA"))
     assert claim.owner == written.id
     assert written.position == runtime.ledger.recorder.max_notification_id()
 

@@ -10,7 +10,6 @@ import pytest
 
 from domain.bulk import BulkOperation
 from domain.errors import Conflict, NotFound, PreconditionFailed, Uniqueness
-from domain.model import NameClaim
 from tests.samples import ENTRA_CREATE, ENTRA_GROUP, entra_user
 from tests.service.fakes import CAUSE, in_memory_ledger
 
@@ -40,7 +39,7 @@ def test_provisioning_records_the_user_and_its_name_claim_in_one_save(ledger):
     written = ledger.provision_user("default", ENTRA_CREATE, CAUSE)
     assert topics(ledger) == ["User.Provisioned", "NameClaim.Claimed"]
     assert written.position == head(ledger) == 2 and written.version == 1
-    claim = ledger.repository.get(NameClaim.id_for("user", "default", ENTRA_CREATE["userName"].upper()))
+    claim = ledger.repository.get(ledger.claim_ids("user", "default", ENTRA_CREATE["userName"].upper()))
     assert claim.owner == written.id
 
 

@@ -15,8 +15,9 @@ from adapters.bootstrap import build_app
 from adapters.http.readiness import Readiness
 from adapters.bootstrap import Runtime
 from adapters.settings import Settings
-from adapters.store.schema_version import CURRENT, TABLE, UnknownSchemaVersion
+from adapters.store.schema_version import CURRENT, TABLE, PlaintextStore, UnknownSchemaVersion
 from adapters.store.config import StoreUnreachable, _redacted, open_ledger, store_env
+from tests.conftest import node_settings
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -106,25 +107,46 @@ def test_a_store_with_an_unknown_schema_version_is_refused(tmp_path, store):
     assert isinstance(raised.value, SystemExit)  # uncaught: the message, exit status 1
 
 
-def test_a_store_from_before_versions_is_stamped_and_kept(tmp_path, store):
-    runtime = Runtime(Settings(tmp_path, store))
-    runtime.ledger.ensure_tenant("default", {"tenant": "default", "actor": "test"})
-    runtime.close()
-    env = store_env(tmp_path, store)
+def _drop_stamp(store: str | None, data: Path) -> None:
+    env = store_env(data, store)
     if store is None:
         with sqlite3.connect(env["SQLITE_DBNAME"]) as conn:
             conn.execute(f"DROP TABLE {TABLE}")
-    else:
-        import psycopg
+        return
+    import psycopg
 
-        with psycopg.connect(**schema_version.pg_conninfo(env), autocommit=True) as conn:
-            conn.execute(f'DROP TABLE "{env["POSTGRES_SCHEMA"]}".{TABLE}')
+    with psycopg.connect(**schema_version.pg_conninfo(env), autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{env["POSTGRES_SCHEMA"]}".{TABLE}')
+
+
+def test_a_store_of_the_plaintext_format_is_refused_naming_copy_store(tmp_path, store):
+    """Version 1 kept personal values in the clear: refused, with the way to carry it over."""
     runtime = Runtime(Settings(tmp_path, store))
-    try:
-        assert runtime.ledger.recorder.max_notification_id() == 1  # the old events are there
-    finally:
-        runtime.close()
-    assert schema_version.read_version(env) == CURRENT
+    runtime.ledger.ensure_tenant("default", {"tenant": "default", "actor": "test"})
+    runtime.close()
+    _stamp(store, tmp_path, 1)
+    with pytest.raises(PlaintextStore) as raised:
+        Runtime(Settings(tmp_path, store))
+    assert raised.value.found == 1
+    message = str(raised.value.code)
+    assert "schema version 1" in message and "plaintext" in message and "scimledger copy-store --to URL" in message
+
+
+def test_a_store_from_before_versions_with_events_is_refused_as_plaintext(tmp_path, store):
+    runtime = Runtime(Settings(tmp_path, store))
+    runtime.ledger.ensure_tenant("default", {"tenant": "default", "actor": "test"})
+    runtime.close()
+    _drop_stamp(store, tmp_path)
+    with pytest.raises(PlaintextStore) as raised:
+        Runtime(Settings(tmp_path, store))
+    assert "no schema version" in str(raised.value.code) and "copy-store" in str(raised.value.code)
+
+
+def test_an_unstamped_store_without_events_is_stamped(tmp_path, store):
+    Runtime(Settings(tmp_path, store)).close()
+    _drop_stamp(store, tmp_path)
+    Runtime(Settings(tmp_path, store)).close()
+    assert schema_version.read_version(store_env(tmp_path, store)) == CURRENT == 2
 
 
 # -- PostgreSQL timeouts --------------------------------------------------------------------------
@@ -213,12 +235,12 @@ def test_readyz_is_503_while_the_store_does_not_answer(tmp_path, monkeypatch):
 
 
 def test_a_node_far_behind_the_log_is_not_ready_and_catches_up_in_the_background(tmp_path):
-    writer = Runtime(Settings(tmp_path / "writer", None))
+    writer = Runtime(node_settings(tmp_path / "writer", None))
     try:
         for name in ("a", "b", "c"):
             writer.ledger.ensure_tenant(name, {"tenant": name})
         store = f"sqlite://{tmp_path / 'writer' / 'events.sqlite3'}"
-        reader = Runtime(Settings(tmp_path / "reader", store))
+        reader = Runtime(node_settings(tmp_path / "reader", store))
         try:
             readiness = Readiness(reader.directory, max_lag=1)
             readiness.warmed.set()  # as if warmed up long ago
@@ -239,13 +261,13 @@ def test_a_node_far_behind_the_log_is_not_ready_and_catches_up_in_the_background
 def test_a_node_joining_a_store_with_tokens_issues_no_new_token(tmp_path, store, capsys):
     from adapters.cli.serve import prepare
 
-    first = Runtime(Settings(tmp_path / "first", store))
+    first = Runtime(node_settings(tmp_path / "first", store))
     try:
         prepare(first, "http://a")
         assert "Secret Token: scim_" in capsys.readouterr().out
     finally:
         first.close()
-    joining = Runtime(Settings(tmp_path / "second", store if store else f"sqlite://{tmp_path / 'first' / 'events.sqlite3'}"))
+    joining = Runtime(node_settings(tmp_path / "second", store if store else f"sqlite://{tmp_path / 'first' / 'events.sqlite3'}"))
     try:
         prepare(joining, "http://b")
         out = capsys.readouterr().out
