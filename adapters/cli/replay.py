@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def replay_command(runtime, args) -> int:
     kinds = [args.only] if args.only else ["directory", "audit", "activity"]
-    recorder, decode = runtime.event_store.reader, runtime.event_store.decode  # keys read ahead per page
+    recorder, decode = runtime.event_store.rebuild_reader, runtime.event_store.decode  # keys read ahead per page
     live = {"directory": runtime.directory, "audit": runtime.audit, "activity": runtime.activity}
     with exclusive(runtime.data):
         if not args.verify:

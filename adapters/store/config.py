@@ -59,6 +59,7 @@ from adapters.store.log_head import log_head
 from adapters.store.sealing import PrefetchingRecorder, SealingMapper, SealingTranscoder
 from adapters.store.transcoder import OrjsonTranscoder
 from domain.uniqueness import ClaimIds
+from projections.log_pages import pages_of
 from domain.locking import ProcessLocks
 from domain.ports import DirectoryFacts
 from domain.schemas import DEFAULT_SCHEMAS, SchemaSet
@@ -160,6 +161,14 @@ class EventStore:
     def reader(self):
         """The event log for projections: ``recorder``, reading ahead each page's keys."""
         return PrefetchingRecorder(self.recorder, self.keys) if self.keys is not None else self.recorder
+
+    @property
+    def rebuild_reader(self):
+        """``reader`` for a rebuild of the whole log: pages as plain rows where the store
+        allows (``projections.log_pages``), keys read ahead per page."""
+        if self.keys is None:
+            return self.recorder
+        return PrefetchingRecorder(self.recorder, self.keys, pages_of(self.recorder))
 
     def mapper(self):
         """The mapper that writes this store's events (sealing personal values)."""

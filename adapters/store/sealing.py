@@ -154,11 +154,14 @@ class PrefetchingRecorder:
     keys of its users read ahead, in one query (a replay or a node catching up from far
     behind meets a new user every few events; one query each was most of its time)."""
 
-    def __init__(self, recorder, keys: KeyTable):
+    def __init__(self, recorder, keys: KeyTable, select=None):
+        """``select``: how pages are read (default the recorder's ``select_notifications``;
+        a rebuild passes ``projections.log_pages.pages_of(recorder)``)."""
         self._recorder, self._keys = recorder, keys
+        self._select = select or recorder.select_notifications
 
     def select_notifications(self, *args, **kwargs):
-        notifications = self._recorder.select_notifications(*args, **kwargs)
+        notifications = self._select(*args, **kwargs)
         topics = _SEALED_TOPICS
         subjects = [str(n.originator_id) for n in notifications if n.topic in topics]
         if subjects:
