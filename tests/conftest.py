@@ -113,8 +113,7 @@ def store(request):
 
 @pytest.fixture
 def runtime(tmp_path, store):
-    # On PostgreSQL, the nodes' shared key (what tests/processes.py gives a command on that store).
-    rt = Runtime(node_settings(tmp_path / "data", store) if store else Settings(tmp_path / "data", store))
+    rt = Runtime(Settings(tmp_path / "data", store))
     yield rt
     rt.close()
 

@@ -65,9 +65,11 @@ SCIM_PATHS = ("/Users", "/Groups", "/ServiceProviderConfig", "/Schemas", "/Resou
 SHARED_MASTER_KEY = "c2NpbWxlZGdlciB0ZXN0cyBzaGFyZWQgbWFzdGVyIGs="
 
 
-def with_shared_key(store: str | None, settings: dict) -> dict:
-    """``settings`` plus the shared master key when a store is named and no key is set."""
-    if store and not {"SCIMLEDGER_MASTER_KEY", "SCIMLEDGER_MASTER_KEY_FILE"} & set(settings):
+def with_shared_key(store: str | None, settings: dict, data: Path | None = None) -> dict:
+    """``settings`` plus the shared master key when a store is named, no key is set and the
+    data directory has no key file of its own (a store a test's Runtime created)."""
+    own_file = data is not None and (Path(data) / "master.key").exists()
+    if store and not own_file and not {"SCIMLEDGER_MASTER_KEY", "SCIMLEDGER_MASTER_KEY_FILE"} & set(settings):
         return {"SCIMLEDGER_MASTER_KEY": SHARED_MASTER_KEY, **settings}
     return settings
 
@@ -108,7 +110,7 @@ class Server:
                 command += ["--store", store]
             command += list(args)
         self.command = command
-        extra = with_shared_key(store, {**(env or {}), **settings})
+        extra = with_shared_key(store, {**(env or {}), **settings}, self.data)
         if token:
             extra["SCIMLEDGER_BOOTSTRAP_TOKEN"] = token
         self.env = clean_env(**extra)
@@ -265,7 +267,7 @@ def run_cli(*args: str, data: Path | None = None, store: str | None = None, time
         command += ["--store", store]
     if data is not None:
         command += ["--data", str(data)]
-    return subprocess.run(command, cwd=REPO, env=clean_env(**with_shared_key(store, settings)),
+    return subprocess.run(command, cwd=REPO, env=clean_env(**with_shared_key(store, settings, data)),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 

@@ -66,6 +66,8 @@ def test_postgres_backup_prints_a_pg_dump_that_restores_with_the_erasure_list(po
             conn.execute(f'CREATE SCHEMA "{schema}"')
         subprocess.run(["pg_restore", "--dbname", postgres_url, str(tmp_path / "b" / "events.pgdump")], check=True)
         fresh = tmp_path / "new-node"
+        fresh.mkdir()
+        shutil.copy(data / "master.key", fresh / "master.key")  # the master key, restored from where it is kept
         with Runtime(Settings(fresh, url)) as back:
             back.directory.catch_up()
             assert back.directory.user_row("default", ava) is not None  # the old backup has her live

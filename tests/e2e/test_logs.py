@@ -7,12 +7,14 @@ request; and /metrics adds up the counters of both workers (multiprocess mode).
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from pathlib import Path
 
 import pytest
 
+from adapters.store.keys import KeyTable, MasterKey, sqlite_table
 from adapters.store.tokens import hash_secret
 from tests.processes import Client, Server, run_cli
 from tests.samples import patch_body, user_body
@@ -109,6 +111,18 @@ def test_no_secret_reaches_any_log_or_file_and_every_log_line_is_json(tmp_path):
         assert b"Authorization" not in content and b"authorization" not in content, f"an Authorization header in {path}"
     # What the store keeps instead: the hash.
     assert hash_secret(bootstrap).encode() in b"".join(v for p, v in texts.items() if "events" in p.name)
+    # The master key (in its own file only) and the per-person data keys (only wrapped, in the
+    # key table) appear in no log, no answer and no other file, raw or in base64.
+    master_file = data / "master.key"
+    master = base64.b64decode(master_file.read_text())
+    keys = KeyTable(sqlite_table(str(data / "events.sqlite3"), None), MasterKey(master))
+    data_keys = [keys.master.unwrap(subject, wrapped) for subject, _, wrapped, _ in keys.export_rows()]
+    keys.close()
+    assert data_keys, "the server provisioned users: they have keys"
+    for path, content in texts.items():
+        for key in [master, *data_keys]:
+            for form in (key, base64.b64encode(key), key.hex().encode()):
+                assert form not in content or path == master_file and key == master, f"a key appears in {path}"
 
     lines = [line for path in server.log_files() if ".stderr." in path.name for line in path.read_text().splitlines()]
     parsed = [json.loads(line) for line in lines]  # every line is JSON

@@ -14,6 +14,7 @@ import pytest
 from adapters.bootstrap import Runtime
 from adapters.cli.main import main
 from adapters.settings import Settings
+from adapters.store.keys import MasterKeySource
 from tests.samples import ENTRA_CREATE
 
 CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1"}
@@ -76,7 +77,9 @@ def test_backup_is_a_consistent_copy_taken_while_writers_write(sqlite_runtime, t
     assert str(runtime.data / "master.key") in out
 
     # The copy is a store scimledger opens: every user of it is there.
-    with Runtime(Settings(tmp_path / "restored", f"sqlite://{copy}")) as restored:
+    # (with the store's master key, which the backup does not hold)
+    key = MasterKeySource(file=runtime.data / "master.key")
+    with Runtime(Settings(tmp_path / "restored", f"sqlite://{copy}", master_key=key)) as restored:
         restored.directory.catch_up()
         assert restored.directory.conn.execute("SELECT count(*) FROM users").fetchone()[0] == provisioned - 1 > 0
 
@@ -106,6 +109,7 @@ def test_restoring_an_older_backup_then_replaying_the_erasure_list_brings_nobody
     restored = tmp_path / "restored"
     restored.mkdir()
     shutil.copy(tmp_path / "monday" / "events.sqlite3", restored / "events.sqlite3")
+    shutil.copy(runtime.data / "master.key", restored / "master.key")  # kept apart from the backups
     with Runtime(Settings(restored)) as back:
         back.directory.catch_up()
         assert back.directory.user_row("default", ava) is not None

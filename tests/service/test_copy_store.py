@@ -9,6 +9,7 @@ import pytest
 from adapters.bootstrap import Runtime
 from adapters.cli.main import main
 from adapters.settings import Settings
+from adapters.store.keys import MasterKeySource
 from adapters.store.copy import side
 from tests.samples import ENTRA_CREATE, patch_body
 
@@ -60,7 +61,7 @@ def test_copy_keeps_positions_events_and_snapshots_and_verifies(tmp_path, capsys
     assert f"copied {len(expected):,} events (log positions up to {expected[-1][0]:,})" in out
     assert "events/s" in out and "verify: the copy replays identically" in out
     assert "DIFFERS" not in out and "directory" in out and "audit" in out
-    with Runtime(Settings(tmp_path / "node", url)) as copy:
+    with Runtime(Settings(tmp_path / "node", url, master_key=MasterKeySource(file=data / "master.key"))) as copy:
         assert history(copy) == expected  # same positions, ids, versions, topics, states (timestamps)
         assert side(copy.event_store).count_snapshots() == snapshots > 0
         copy.directory.catch_up()
@@ -92,12 +93,14 @@ def test_verification_notices_a_copy_that_differs(tmp_path, capsys):
         fill(source)
     assert cli(capsys, "copy-store", "--to", f"sqlite://{copy_path}", "--no-verify", "--data", str(data))[0] == 0
     conn = sqlite3.connect(copy_path)
-    changed = conn.execute("UPDATE stored_events SET state = replace(state, 'Lead', 'Boss') "
+    # The values are sealed (a changed box would not open): change the clear time of a change.
+    changed = conn.execute("UPDATE stored_events SET state = replace(state, '\"timestamp\":\"20', '\"timestamp\":\"19') "
                            "WHERE topic LIKE '%User.AttributesChanged'").rowcount
     conn.commit()
     conn.close()
     assert changed == 1
-    with Runtime(Settings(data)) as source, Runtime(Settings(tmp_path / "node", f"sqlite://{copy_path}")) as copy:
+    key = MasterKeySource(file=data / "master.key")  # the copy's keys are wrapped by the source's master key
+    with Runtime(Settings(data)) as source, Runtime(Settings(tmp_path / "node", f"sqlite://{copy_path}", master_key=key)) as copy:
         head = source.event_store.head()
         checks = verify_copy("directory", source.event_store, copy.event_store, head, data)
     assert [c.table for c in checks if not c.identical] == ["users"]
