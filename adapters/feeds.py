@@ -167,7 +167,7 @@ class Feeds:
         if not events:
             return None
         return set_claims(change, events, issuer=self.settings.public_url, audience="", jti="", issued_at=0,
-                          erased=erased)
+                          erased=erased, external_id=None if erased else self.log.external_id(change))
 
     def _resource_at(self, change: Change) -> dict | None:
         try:

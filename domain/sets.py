@@ -214,11 +214,23 @@ def events_of(change: Change, mode: str, erased: bool = False, resource: dict | 
     return events
 
 
+def external_id_after(before: str | None, change: Change) -> str | None:
+    """The resource's ``externalId`` after the change, given the one it had before it."""
+    value = before
+    for record in change.records:
+        if record.name in ("User.Provisioned", "Group.Created"):
+            value = record.state["attributes"].get("externalId")
+        elif record.name.endswith(".AttributesChanged") and "externalId" in record.state["changes"]:
+            value = record.state["changes"]["externalId"]
+    return value or None
+
+
 def set_claims(change: Change, events: dict, *, issuer: str, audience: str, jti: str, issued_at: int,
-               erased: bool = False) -> dict:
-    """The claims of one transmission of the change's SET (``jti`` new per transmission)."""
+               erased: bool = False, external_id: str | None = None) -> dict:
+    """The claims of one transmission of the change's SET (``jti`` new per transmission).
+    ``external_id``: the resource's, when the caller knows it (else what the change says)."""
     sub_id = {"format": "scim", "uri": f"/{ENDPOINT[change.resource_type]}/{change.resource_id}"}
-    external_id = None if erased else _external_id(change)
+    external_id = None if erased else (external_id or _external_id(change))
     if external_id:
         sub_id["externalId"] = external_id
     return {"iss": issuer, "iat": issued_at, "jti": jti, "aud": audience, "txn": change.txn,

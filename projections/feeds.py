@@ -26,10 +26,12 @@ from eventsourcing.utils import get_topic
 
 from domain.feeds import Feed
 from domain.model import Group, User
-from domain.sets import GROUP_EVENTS, USER_EVENTS, Change, Record, group_changes
+from domain.sets import GROUP_EVENTS, USER_EVENTS, Change, Record, external_id_after, group_changes
 
 PAGE = 500
 CACHE = 20_000  # decoded events kept for feeds behind the tail window
+EXTERNAL_IDS = 100_000  # resources whose externalId (and version) is kept
+LOOK_BACK = 2000  # events of a resource read back at most to find its externalId
 TAIL = 20_000  # records of the log's tail kept, shared by the feeds that follow it
 
 _CLASSES = {f"User.{n}": getattr(User, n) for n in ("Provisioned", "AttributesChanged", "Deactivated", "Reactivated",
@@ -145,6 +147,7 @@ class FeedLog:
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, Record] = OrderedDict()
         self._tenants: dict[str, str] = {}  # resource id -> tenant (never changes)
+        self._external_ids: dict[str, tuple[int, str | None]] = {}  # resource id -> (version, externalId)
         # The tail window: every feed-topic record with a position in (_low, _high], in order.
         self._tail_lock = threading.Lock()
         self._low = self._high = -1
@@ -224,6 +227,34 @@ class FeedLog:
                 while len(self._cache) > CACHE:
                     self._cache.popitem(last=False)
         return record
+
+    def external_id(self, change: Change) -> str | None:
+        """The resource's ``externalId`` after the change, if known (RFC 9967 ``sub_id``):
+        from the changes seen before it, else from the resource's events before it."""
+        before_version = change.first.version - 1
+        known = self._external_ids.get(change.resource_id)
+        if known is not None and known[0] == before_version:
+            before = known[1]
+        elif before_version <= 0:
+            before = None
+        else:
+            before = self._external_id_at(change.resource_id, before_version)
+        after = external_id_after(before, change)
+        if len(self._external_ids) >= EXTERNAL_IDS:
+            self._external_ids.clear()
+        self._external_ids[change.resource_id] = (change.version, after)
+        return after
+
+    def _external_id_at(self, resource_id: str, version: int) -> str | None:
+        for event in self.recorder.select_events(UUID(resource_id), lte=version, desc=True, limit=LOOK_BACK):
+            name = NAME_OF_TOPIC.get(event.topic)
+            if name in ("User.Provisioned", "Group.Created"):
+                return self.decode(event.state)["attributes"].get("externalId") or None
+            if name and name.endswith(".AttributesChanged"):
+                changes = self.decode(event.state)["changes"]
+                if "externalId" in changes:
+                    return changes["externalId"] or None
+        return None  # not found within LOOK_BACK events: unknown, so not sent
 
     def _tenant_of(self, record: Record) -> str | None:
         tenant = record.state.get("tenant") or (record.state.get("cause") or {}).get("tenant")

@@ -171,6 +171,21 @@ def test_full_mode_values_and_erasure(runtime, client, events):
     assert "eve@" not in text and "CFO" not in text and "ext-eve" not in text
 
 
+def test_sub_id_carries_the_external_id_known_for_the_resource(runtime, client, events):
+    kim = client.post("/Users", json=user("kim@example.org", "ext-kim")).json["id"]
+    lee = client.post("/Users", json=user("lee@example.org")).json["id"]
+    feed = new_feed(runtime)  # from now: it never saw the creations
+    disable = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": False}]}
+    for uid in (kim, lee):
+        client.patch(f"/Users/{uid}", json=disable)
+    client.patch(f"/Users/{kim}", json={"schemas": [PATCH_OP], "Operations": [
+        {"op": "replace", "path": "title", "value": "Lead"}]})
+    client.patch(f"/Users/{kim}", json={"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "externalId"}]})
+    got = decoded(events, poll(events, feed["token"]).json["sets"], feed["audience"])
+    assert [(c["sub_id"]["uri"], c["sub_id"].get("externalId")) for c in got] == [
+        (f"/Users/{kim}", "ext-kim"), (f"/Users/{lee}", None), (f"/Users/{kim}", "ext-kim"), (f"/Users/{kim}", None)]
+
+
 def test_service_provider_config_advertises_security_events(client):
     config = client.get("/ServiceProviderConfig").json
     assert config["securityEvents"]["asyncRequest"] == "none"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.sets import (ACTIVATE, CREATE, DEACTIVATE, DELETE, EVENT_URIS, PATCH, PUT, Record, events_of,
-                         group_changes, set_claims)
+                         external_id_after, group_changes, set_claims)
 from domain.schemas import PATCH_OP
 
 U = "11111111-1111-1111-1111-111111111111"
@@ -131,3 +131,18 @@ def test_claims():
     again = set_claims(change, events_of(change, "notice"), issuer="https://scim.example", audience="https://scim.example/f/1",
                        jti="def", issued_at=1700000001)
     assert again["txn"] == claims["txn"] and again["jti"] != claims["jti"]
+
+
+def test_external_id_after_a_change_and_in_the_claims():
+    created = only(group_changes([rec(1, "User.Provisioned", 1, method="POST", attributes=USER)]))
+    disabled = only(group_changes([rec(2, "User.Deactivated", 2)]))
+    removed = only(group_changes([rec(3, "User.AttributesChanged", 3, changes={"externalId": None})]))
+    assert external_id_after(None, created) == "e-1"
+    assert external_id_after("e-1", disabled) == "e-1" and external_id_after(None, disabled) is None
+    assert external_id_after("e-1", removed) is None
+    claims = set_claims(disabled, events_of(disabled, "notice"), issuer="i", audience="a", jti="j", issued_at=1,
+                        external_id="e-1")
+    assert claims["sub_id"]["externalId"] == "e-1"
+    erased = set_claims(disabled, events_of(disabled, "notice"), issuer="i", audience="a", jti="j", issued_at=1,
+                        external_id="e-1", erased=True)
+    assert "externalId" not in erased["sub_id"]
