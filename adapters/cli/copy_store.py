@@ -59,7 +59,7 @@ def copy_and_verify(source: EventStore, target: EventStore, args, settings: Sett
     where = _redacted(args.to)
     progress = Progress("copy", 0, source.head())
     try:
-        copied = copy_store(source, target, on_page=progress.page)
+        copied = copy_store(source, target, on_page=lambda count, last: progress.page([_At(last)] * count))
     except TargetNotEmpty as error:
         print(f"scimledger copy-store: {where}: {error}", file=sys.stderr)
         return 1
@@ -79,6 +79,13 @@ def copy_and_verify(source: EventStore, target: EventStore, args, settings: Sett
         return 1
     print(f"Next: serve with --store {where} (and this data directory's master key).")
     return 0
+
+
+class _At:
+    """What ``Progress.page`` reads of a notification: its position."""
+
+    def __init__(self, position: int):
+        self.id = position
 
 
 def verify_copy(kind: str, source: EventStore, target: EventStore, head: int, data: Path):
