@@ -72,8 +72,7 @@ def write_erasures(path: Path, erasures: list, head: int, store: str) -> None:
 
 def master_key_where(settings: Settings) -> str:
     """Where this store's master key comes from (never the key itself)."""
-    source = getattr(settings, "master_key", None)
-    if source is not None and getattr(source, "key", b""):
-        return "the master key in SCIMLEDGER_MASTER_KEY"
-    file = getattr(source, "file", None) or settings.data / "master.key"
-    return f"the master key file {file}"
+    source = settings.master_key
+    if source.key:
+        return "the master key given in SCIMLEDGER_MASTER_KEY"
+    return f"the master key file {source.path(settings.data)}"

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 from uuid import UUID
 
+from adapters.store.key_tables import CHECK_TABLE, KEYS_TABLE
 from adapters.store.schema_version import TABLE as SCHEMA_TABLE
 from domain.model import User
 from projections.tracking import topics_of, utc_text
 
 ERASED_TOPIC = topics_of(User.PersonalDataErased)[0]
-KEY_TABLES = ("scimledger_keys", "scimledger_key_check")  # adapters.store.keys (shred-core)
+KEY_TABLES = (KEYS_TABLE, CHECK_TABLE)  # adapters.store.keys: the wrapped data keys, the master key check
 LIST_KIND = "scimledger-erasures"
 PAGE = 5000
 

@@ -27,10 +27,10 @@ import psycopg
 from psycopg import sql
 
 from adapters.store.config import EventStore, is_postgres
+from adapters.store.key_tables import KEYS_TABLE as KEYS  # (subject, tenant, wrapped, created)
 from adapters.store.schema_version import pg_conninfo
 
 PAGE = 10_000
-KEYS = "scimledger_keys"  # adapters.store.keys: (subject, tenant, wrapped, created)
 Row = tuple  # (position, originator_id: UUID or 32 hex digits, originator_version, topic, state: bytes)
 
 
@@ -53,16 +53,17 @@ class Copied:
 
 def copy_store(source: EventStore, target: EventStore, reseal: Callable[[list], list[Row]] | None = None,
                on_page: Callable[[int, int], None] | None = None, copy_snapshots: bool = True) -> Copied:
-    """Copy ``source`` into the empty ``target`` (both opened by ``open_store``).
+    """Copy ``source`` into the empty ``target`` (both opened by ``open_store``; with
+    ``reseal``, the caller checked ``check_empty`` before making the keys).
     ``on_page(events, last position)`` after each page."""
     started = time.monotonic()
     head = source.head()
     source_side, target_side = side(source), side(target)
-    if target.head() or target_side.count_snapshots():
-        raise TargetNotEmpty("the target store already holds events; copy-store only fills an empty store")
+    if reseal is None:
+        check_empty(target)
     copied = Copied(head=head)
     with target_side.writing() as write:
-        if getattr(source, "keys", None) is not None and target_side.has_table(KEYS):
+        if source.keys is not None and target_side.has_table(KEYS):
             rows = list(source.keys.export_rows())
             write.keys(rows)
             copied.keys = len(rows)
@@ -78,6 +79,15 @@ def copy_store(source: EventStore, target: EventStore, reseal: Callable[[list], 
         write.finish(head)
     copied.seconds = time.monotonic() - started
     return copied
+
+
+def check_empty(target: EventStore) -> None:
+    """Raise ``TargetNotEmpty`` unless ``target`` holds no event, snapshot or data key."""
+    if target.head() or side(target).count_snapshots():
+        raise TargetNotEmpty("the target store already holds events; copy-store only fills an empty store")
+    if target.keys is not None and next(iter(target.keys.export_rows()), None) is not None:
+        raise TargetNotEmpty("the target store holds data keys but no events (left by an interrupted copy?); "
+                             "copy-store only fills an empty store: empty it first")
 
 
 def notification_pages(recorder, head: int) -> Iterator[list]:

@@ -52,7 +52,7 @@ def test_postgres_backup_prints_a_pg_dump_that_restores_with_the_erasure_list(po
         code, out, err = cli(capsys, "backup", "--to", str(tmp_path / "b"), "--data", str(data), "--store", url)
         assert code == 0, err
         command = next(line.strip() for line in out.splitlines() if line.strip().startswith("pg_dump "))
-        for table in ("ledger_events", "ledger_snapshots", "scimledger_schema"):
+        for table in ("ledger_events", "ledger_snapshots", "scimledger_keys", "scimledger_key_check", "scimledger_schema"):
             assert f"--table {schema}.{table}" in command
         assert [e["id"] for e in erasure_list(tmp_path / "b")["erasures"]] == [bo]
         assert "master key is not in the backup" in out

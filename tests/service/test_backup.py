@@ -77,8 +77,7 @@ def test_backup_is_a_consistent_copy_taken_while_writers_write(sqlite_runtime, t
     assert str(runtime.data / "master.key") in out
 
     # The copy is a store scimledger opens: every user of it is there.
-    # (with the store's master key, which the backup does not hold)
-    key = MasterKeySource(file=runtime.data / "master.key")
+    key = MasterKeySource(file=runtime.data / "master.key")  # kept apart from the backup
     with Runtime(Settings(tmp_path / "restored", f"sqlite://{copy}", master_key=key)) as restored:
         restored.directory.catch_up()
         assert restored.directory.conn.execute("SELECT count(*) FROM users").fetchone()[0] == provisioned - 1 > 0
@@ -109,7 +108,7 @@ def test_restoring_an_older_backup_then_replaying_the_erasure_list_brings_nobody
     restored = tmp_path / "restored"
     restored.mkdir()
     shutil.copy(tmp_path / "monday" / "events.sqlite3", restored / "events.sqlite3")
-    shutil.copy(runtime.data / "master.key", restored / "master.key")  # kept apart from the backups
+    shutil.copy(runtime.data / "master.key", restored / "master.key")  # the master key, backed up apart
     with Runtime(Settings(restored)) as back:
         back.directory.catch_up()
         assert back.directory.user_row("default", ava) is not None

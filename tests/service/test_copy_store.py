@@ -9,8 +9,8 @@ import pytest
 from adapters.bootstrap import Runtime
 from adapters.cli.main import main
 from adapters.settings import Settings
-from adapters.store.keys import MasterKeySource
 from adapters.store.copy import side
+from adapters.store.keys import MasterKeySource
 from tests.samples import ENTRA_CREATE, patch_body
 
 CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1"}
@@ -93,14 +93,13 @@ def test_verification_notices_a_copy_that_differs(tmp_path, capsys):
         fill(source)
     assert cli(capsys, "copy-store", "--to", f"sqlite://{copy_path}", "--no-verify", "--data", str(data))[0] == 0
     conn = sqlite3.connect(copy_path)
-    # The values are sealed (a changed box would not open): change the clear time of a change.
-    changed = conn.execute("UPDATE stored_events SET state = replace(state, '\"timestamp\":\"20', '\"timestamp\":\"19') "
-                           "WHERE topic LIKE '%User.AttributesChanged'").rowcount
+    changed = conn.execute("UPDATE stored_events SET state = CAST(replace(state, 'Finance 204', 'Finance 999') AS BLOB) "
+                           "WHERE topic LIKE '%Group.%' AND instr(state, 'Finance 204') > 0").rowcount
     conn.commit()
     conn.close()
     assert changed == 1
-    key = MasterKeySource(file=data / "master.key")  # the copy's keys are wrapped by the source's master key
-    with Runtime(Settings(data)) as source, Runtime(Settings(tmp_path / "node", f"sqlite://{copy_path}", master_key=key)) as copy:
+    with Runtime(Settings(data)) as source, Runtime(Settings(
+            tmp_path / "node", f"sqlite://{copy_path}", master_key=MasterKeySource(file=data / "master.key"))) as copy:
         head = source.event_store.head()
         checks = verify_copy("directory", source.event_store, copy.event_store, head, data)
-    assert [c.table for c in checks if not c.identical] == ["users"]
+    assert [c.table for c in checks if not c.identical] == ["groups"]
