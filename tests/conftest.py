@@ -24,6 +24,7 @@ import falcon.testing
 import pytest
 
 from adapters.bootstrap import build_app
+from adapters.cli.main import main
 from adapters.http.app import collapse_slashes
 from adapters.operator import issue_token
 from adapters.bootstrap import Runtime
@@ -174,3 +175,11 @@ def assert_scim_error(response, status: int, scim_type: str | None = None):
     assert body["detail"]
     if scim_type:
         assert body["scimType"] == scim_type
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``scimledger`` in this process: ``(exit code, stdout, stderr)``."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err

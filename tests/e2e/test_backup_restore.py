@@ -12,26 +12,13 @@ import psycopg
 import pytest
 
 from adapters.bootstrap import Runtime
-from adapters.cli.main import main
 from adapters.settings import Settings
-from tests.conftest import skip_or_fail
-from tests.samples import ENTRA_CREATE
+from tests.conftest import cli, skip_or_fail
+from tests.samples import entra_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]  # runs pg_dump and pg_restore
 
 CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1"}
-
-
-def user(name: str) -> dict:
-    return {**ENTRA_CREATE, "userName": f"{name}@fabrikam.example", "externalId": name,
-            "emails": [{"value": f"{name}@fabrikam.example", "primary": True}]}
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def erasure_list(path) -> dict:
@@ -46,8 +33,8 @@ def test_postgres_backup_prints_a_pg_dump_that_restores_with_the_erasure_list(po
     data = tmp_path / "node"
     try:
         with Runtime(Settings(data, url)) as runtime:
-            ava = runtime.ledger.provision_user("default", user("ava"), CAUSE).id
-            bo = runtime.ledger.provision_user("default", user("bo"), CAUSE).id
+            ava = runtime.ledger.provision_user("default", entra_user("ava"), CAUSE).id
+            bo = runtime.ledger.provision_user("default", entra_user("bo"), CAUSE).id
             runtime.ledger.erase_user(bo, "", CAUSE)
         code, out, err = cli(capsys, "backup", "--to", str(tmp_path / "b"), "--data", str(data), "--store", url)
         assert code == 0, err

@@ -12,25 +12,13 @@ import orjson
 import pytest
 
 from adapters.bootstrap import Runtime
-from adapters.cli.main import main
 from adapters.settings import Settings
 from adapters.store.keys import MasterKeySource
-from tests.samples import ENTRA_CREATE
+from tests.conftest import cli
+from tests.samples import entra_user
 
 CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1"}
 PERSONAL = ("Ava", "Lind", "fabrikam", "10442", "Analyst", "+46")
-
-
-def user(name: str) -> dict:
-    return {**ENTRA_CREATE, "userName": f"{name}@fabrikam.example", "externalId": name,
-            "emails": [{"value": f"{name}@fabrikam.example", "primary": True}]}
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def erasure_list(path: Path) -> dict:
@@ -40,14 +28,14 @@ def erasure_list(path: Path) -> dict:
 def test_backup_is_a_consistent_copy_taken_while_writers_write(sqlite_runtime, tmp_path, capsys):
     runtime = sqlite_runtime
     ledger = runtime.ledger
-    bo = ledger.provision_user("default", user("bo"), CAUSE).id
+    bo = ledger.provision_user("default", entra_user("bo"), CAUSE).id
     ledger.erase_user(bo, "GDPR request 9", CAUSE)
     stop = threading.Event()
 
     def write():
         n = 0
         while not stop.is_set():
-            ledger.provision_user("default", user(f"w{n}"), CAUSE)
+            ledger.provision_user("default", entra_user(f"w{n}"), CAUSE)
             n += 1
 
     writer = threading.Thread(target=write)
@@ -94,11 +82,11 @@ def test_backup_refuses_a_directory_in_use(sqlite_runtime, tmp_path, capsys):
 def test_restoring_an_older_backup_then_replaying_the_erasure_list_brings_nobody_back(sqlite_runtime, tmp_path, capsys):
     runtime, data = sqlite_runtime, str(sqlite_runtime.data)
     ledger = runtime.ledger
-    ava = ledger.provision_user("default", user("ava"), CAUSE).id
-    bo = ledger.provision_user("default", user("bo"), CAUSE).id
+    ava = ledger.provision_user("default", entra_user("ava"), CAUSE).id
+    bo = ledger.provision_user("default", entra_user("bo"), CAUSE).id
     ledger.erase_user(bo, "", CAUSE)
     assert cli(capsys, "backup", "--to", str(tmp_path / "monday"), "--data", data)[0] == 0
-    cy = ledger.provision_user("default", user("cy"), CAUSE).id  # after the backup
+    cy = ledger.provision_user("default", entra_user("cy"), CAUSE).id  # after the backup
     assert cli(capsys, "erase", "--resource", ava, "--data", data)[0] == 0
     assert cli(capsys, "erase", "--resource", cy, "--data", data)[0] == 0
     assert cli(capsys, "backup", "--to", str(tmp_path / "tuesday"), "--data", data)[0] == 0
@@ -135,7 +123,7 @@ def test_restoring_an_older_backup_then_replaying_the_erasure_list_brings_nobody
     (b'{"kind": "scimledger-erasures", "erasures": [{"id": "ava"}]}', "has no user id"),
 ])
 def test_a_list_that_is_not_one_is_refused_and_nothing_erased(sqlite_runtime, tmp_path, capsys, body, says):
-    ava = sqlite_runtime.ledger.provision_user("default", user("ava"), CAUSE).id
+    ava = sqlite_runtime.ledger.provision_user("default", entra_user("ava"), CAUSE).id
     good = {"id": ava, "position": 1, "time": "2026-12-01T00:00:00.000000Z"}
     path = tmp_path / "erasures.json"
     path.write_bytes(body.replace(b'"erasures": [', b'"erasures": [' + orjson.dumps(good) + b", ", 1)

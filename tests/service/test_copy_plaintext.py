@@ -19,16 +19,11 @@ from adapters.store.config import store_env
 from adapters.store.keys import MasterKeySource
 from adapters.store.schema_version import pg_conninfo
 from domain.errors import Uniqueness
-from tests.samples import ENTRA_CREATE
+from tests.samples import entra_user
 
 CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1"}
 OLD_NAMESPACE = uuid5(NAMESPACE_URL, "https://scimledger.dev/ns")  # the plaintext format's claim ids
 PERSONAL = ("Lind", "fabrikam", "10442", "Analyst", "+46 70", "Building 4", "Lund")
-
-
-def user(name: str) -> dict:
-    return {**ENTRA_CREATE, "userName": f"{name}@fabrikam.example", "externalId": name,
-            "emails": [{"value": f"{name}@fabrikam.example", "primary": True}]}
 
 
 def write_plaintext_store(data: Path) -> dict[str, str]:
@@ -36,7 +31,7 @@ def write_plaintext_store(data: Path) -> dict[str, str]:
     the name and the name in ``Claimed``, stamped version 1, no key table."""
     with Runtime(Settings(data, master_key=MasterKeySource(encrypt=False))) as runtime:
         ledger = runtime.ledger
-        ids = {name: ledger.provision_user("default", user(name), CAUSE).id for name in ("ava", "bo", "cy")}
+        ids = {name: ledger.provision_user("default", entra_user(name), CAUSE).id for name in ("ava", "bo", "cy")}
         ledger.patch_user("default", ids["ava"], [{"op": "replace", "path": "userName", "value": "ava.lind@fabrikam.example"}],
                           CAUSE)
         ledger.create_group("default", {"displayName": "Finance", "members": [{"value": ids["bo"]}]}, CAUSE)
@@ -105,8 +100,8 @@ def test_a_plaintext_store_is_carried_over_encrypted(tmp_path, capsys, request, 
         assert "[erased]" in opened and "bo@" not in opened and "Lind" not in opened
         # The name guards work under their new ids: taken names stay taken, freed ones are free.
         with pytest.raises(Uniqueness):
-            copy.ledger.provision_user("default", user("ava.lind"), CAUSE)
+            copy.ledger.provision_user("default", entra_user("ava.lind"), CAUSE)
         with pytest.raises(Uniqueness):
             copy.ledger.create_group("default", {"displayName": "Finance"}, CAUSE)
-        assert copy.ledger.provision_user("default", user("cy"), CAUSE).position is not None  # cy was deprovisioned
-        assert copy.ledger.provision_user("default", user("ava"), CAUSE).position is not None  # ava's old name
+        assert copy.ledger.provision_user("default", entra_user("cy"), CAUSE).position is not None  # cy was deprovisioned
+        assert copy.ledger.provision_user("default", entra_user("ava"), CAUSE).position is not None  # ava's old name

@@ -7,25 +7,13 @@ from __future__ import annotations
 import pytest
 
 from adapters.bootstrap import Runtime
-from adapters.cli.main import main
 from adapters.settings import Settings
 from adapters.store.copy import side
 from adapters.store.keys import MasterKeySource
-from tests.samples import ENTRA_CREATE, patch_body
+from tests.conftest import cli
+from tests.samples import entra_user, patch_body
 
 CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1"}
-
-
-def user(name: str) -> dict:
-    return {**ENTRA_CREATE, "userName": f"{name}@fabrikam.example", "externalId": name,
-            "emails": [{"value": f"{name}@fabrikam.example", "primary": True}]}
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def history(runtime) -> list[tuple]:
@@ -37,7 +25,7 @@ def history(runtime) -> list[tuple]:
 
 def fill(runtime) -> dict[str, str]:
     ledger = runtime.ledger
-    ids = {name: ledger.provision_user("default", user(name), CAUSE).id for name in ("ava", "bo", "cy")}
+    ids = {name: ledger.provision_user("default", entra_user(name), CAUSE).id for name in ("ava", "bo", "cy")}
     ledger.patch_user("default", ids["ava"], patch_body({"op": "replace", "path": "title", "value": "Lead"})["Operations"],
                       CAUSE)
     group = ledger.create_group("default", {"displayName": "Finance", "members": [{"value": ids["bo"]}]}, CAUSE).id
@@ -68,7 +56,7 @@ def test_copy_keeps_positions_events_and_snapshots_and_verifies(tmp_path, capsys
         assert copy.directory.user_row("default", ids["ava"]) is not None
         assert copy.directory.user_row("default", ids["bo"]) is None
         # The log goes on where the source's ended.
-        written = copy.ledger.provision_user("default", user("dee"), CAUSE)
+        written = copy.ledger.provision_user("default", entra_user("dee"), CAUSE)
         assert written.position > expected[-1][0]
 
     # A non-empty target is refused, and left as it was.
