@@ -18,6 +18,7 @@ import os
 import random
 import secrets
 import shutil
+import tempfile
 import signal
 import socket
 import subprocess
@@ -476,6 +477,28 @@ class StartedServer:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def server_rounds(rounds: int, kinds, start, measure, prefix: str) -> list[dict]:
+    """``rounds`` rows of ``{kind: measure(kind, server)}`` for each kind of ``kinds(number)``:
+    each server started by ``start(kind, work)`` on a fresh work directory, stopped and
+    removed after its measurement (benchmarks that compare servers in one run)."""
+    result = []
+    for number in range(1, rounds + 1):
+        row = {}
+        for kind in kinds(number):
+            work = Path(tempfile.mkdtemp(prefix=f"{prefix}-{kind}-"))
+            server = None
+            try:
+                server = start(kind, work)
+                print(f"\n== round {number}: {kind} ({server.target.url}) ==", flush=True)
+                row[kind] = measure(kind, server)
+            finally:
+                if server:
+                    server.stop()
+                shutil.rmtree(work, ignore_errors=True)
+        result.append(row)
+    return result
 
 
 def remove_tree(path: Path) -> None:

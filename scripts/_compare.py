@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -121,34 +120,24 @@ class PeerServer(ExternalServer):
 
 def compare(args, measure) -> int:
     """``measure(args, target, token, tree, lenient) -> result dict`` runs one mix."""
-    import tempfile
+    def kinds(number: int) -> list[str]:
+        return ["floor", "scimledger"] + (["peer"] if PeerServer.available() else [])
 
-    rounds = []
-    for number in range(1, args.rounds + 1):
-        row = {}
-        for kind in ("floor", "scimledger", "peer"):
-            if kind == "peer" and not PeerServer.available():
-                continue
-            work = Path(tempfile.mkdtemp(prefix=f"scimledger-compare-{kind}-"))
-            server = None
-            try:
-                if kind == "scimledger":
-                    server = lib.StartedServer(work / "data", args.workers, args.threads, log_dir=work).start()
-                    server.wait_ready()
-                elif kind == "floor":
-                    server = FloorServer(work, args.workers, args.threads).start()
-                    server.wait_ready("/readyz")
-                else:
-                    server = PeerServer(work).start()
-                    server.wait_ready("/v2/ServiceProviderConfig")
-                print(f"\n== round {number}: {kind} ({server.target.url}) ==", flush=True)
-                row[kind] = measure(args, server.target, server.token, server.tree, lenient=(kind == "floor"),
-                                     core_groups=(kind == "peer"))
-            finally:
-                if server:
-                    server.stop()
-                shutil.rmtree(work, ignore_errors=True)
-        rounds.append(row)
+    def start(kind: str, work: Path):
+        if kind == "scimledger":
+            server = lib.StartedServer(work / "data", args.workers, args.threads, log_dir=work).start()
+            server.wait_ready()
+        elif kind == "floor":
+            server = FloorServer(work, args.workers, args.threads).start()
+            server.wait_ready("/readyz")
+        else:
+            server = PeerServer(work).start()
+            server.wait_ready("/v2/ServiceProviderConfig")
+        return server
+
+    rounds = lib.server_rounds(args.rounds, kinds, start, lambda kind, server: measure(
+        args, server.target, server.token, server.tree, lenient=(kind == "floor"), core_groups=(kind == "peer")),
+        "scimledger-compare")
     print("\n" + summary(rounds), flush=True)
     if args.json:
         args.json.write_text(lib.dumps({"rounds": rounds}).decode())

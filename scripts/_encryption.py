@@ -14,9 +14,7 @@ and the ratio sealed / plaintext (the issue's bound: within 10 %).
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 import _benchlib as lib
@@ -25,24 +23,18 @@ PLAINTEXT = {"SCIMLEDGER_BENCH_NO_ENCRYPTION": "1"}
 
 
 def compare(args, measure) -> int:
-    rounds = []
-    for number in range(1, args.rounds + 1):
-        row = {}
-        order = ("sealed", "plaintext") if number % 2 else ("plaintext", "sealed")
-        for kind in order:
-            work = Path(tempfile.mkdtemp(prefix=f"scimledger-encryption-{kind}-"))
-            server = None
-            try:
-                extra = PLAINTEXT if kind == "plaintext" else {}
-                server = lib.StartedServer(work / "data", args.workers, args.threads, log_dir=work, extra_env=extra).start()
-                server.wait_ready()
-                print(f"\n== round {number}: {kind} ({server.target.url}) ==", flush=True)
-                row[kind] = measure(args, server.target, server.token, server.tree, started=server)
-            finally:
-                if server:
-                    server.stop()
-                shutil.rmtree(work, ignore_errors=True)
-        rounds.append(row)
+    def kinds(number: int) -> tuple[str, str]:
+        return ("sealed", "plaintext") if number % 2 else ("plaintext", "sealed")
+
+    def start(kind: str, work: Path):
+        extra = PLAINTEXT if kind == "plaintext" else {}
+        server = lib.StartedServer(work / "data", args.workers, args.threads, log_dir=work, extra_env=extra).start()
+        server.wait_ready()
+        return server
+
+    rounds = lib.server_rounds(args.rounds, kinds, start,
+                               lambda kind, server: measure(args, server.target, server.token, server.tree, started=server),
+                               "scimledger-encryption")
     print("\n" + summary(rounds), flush=True)
     if args.json:
         args.json.write_text(lib.dumps({"rounds": rounds}).decode())
