@@ -3,17 +3,17 @@
 Every server process runs one ``PushWorker``, but only one process per node delivers: the
 one holding the node's lock file (``node_lock``, an ``flock`` the kernel lets go of when
 the process dies), so that one process, not every worker, reads the log for the feeds.
-That process runs a supervisor thread, a thread that watches the log's head, and one
-thread per push feed whose lease it holds.
+That process runs two threads: a supervisor (leases and saves, below) and the delivery
+loop (adapters.push_loop), which sends the SETs of every feed it holds.
 
 Leases (adapters.store.feeds): a row per feed with a holder and an expiry, taken by one
 conditional upsert, so among all processes of all nodes exactly one delivers a feed at a
 time. The supervisor takes and renews the leases of every push feed in one transaction
-every ``RENEW`` seconds; a feed thread sends only while its lease has long enough to run
+every ``RENEW`` seconds; the loop sends a feed's next SET only while its lease has long enough to run
 to cover a whole POST (``margin``), so it never sends after another process may have
 taken the feed over. A killed process's leases run out after ``ttl`` seconds.
 
-Positions: while it holds a feed, a thread keeps the feed's position (every change up to
+Positions: while it holds a feed, the loop keeps the feed's position (every change up to
 it delivered, skipped or sending nothing), counters and retry state in memory, and the
 supervisor saves what every feed reached in one transaction every ``SAVE`` seconds, and
 on shutdown — always after the receiver answered 202, never before. So a SET is never
@@ -27,11 +27,11 @@ the SET skipped; anything else — refused or reset connections, timeouts, 5xx, 
 answers — is retried with capped exponential backoff and jitter, for as long as it takes
 (the failures, the last error and the next attempt are in ``scimledger feed list``).
 
-The feed threads wait on the watcher (one look at the head every ``WATCH`` seconds for
-the process, at once when this process records something) rather than each polling the
-store, and read their changes from the log window they share (projections.feeds). Each
-feed has its own thread and connection (adapters.push_http), so one slow or dead
-receiver delays no other feed, and no SCIM request waits for delivery.
+The loop looks at the log's head every ``WATCH`` seconds, and at once when this process
+records something (``poke``); it reads the new changes once for the feeds at the same
+place (projections.feeds). Each feed has its own connection, deadline and retry timer
+(adapters.push_http), so one slow or dead receiver delays no other feed, and no SCIM
+request waits for delivery.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import random
 import socket
 import threading
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 
-from adapters.push_http import Failed, Receiver, Refused
+from adapters.push_loop import DeliveryLoop, backoff  # noqa: F401 - backoff: part of this module's story
 from adapters.store.feeds import Progress, utc_now
 
 log = logging.getLogger("scimledger.push")
@@ -54,56 +54,6 @@ log = logging.getLogger("scimledger.push")
 LEASE = 10.0  # seconds a lease lasts at least unless renewed
 RENEW = 2.0  # seconds between renewals (and attempts at the leases other processes let go)
 SAVE = 0.1  # seconds between saves of the positions reached
-WATCH = 0.02  # seconds between looks at the log head while this process delivers feeds
-WAIT = 0.5  # seconds a feed thread waits at most before looking at its lease and stop again
-
-
-def backoff(failures: int, cap: float) -> float:
-    """Seconds before attempt ``failures + 1``: 1, 2, 4, ... up to ``cap``, with jitter."""
-    return min(cap, 2.0 ** min(failures - 1, 30)) * random.uniform(0.5, 1.0)
-
-
-class LogWatch:
-    """The log's head for the feed threads of one process: one thread looks every
-    ``WATCH`` seconds (or at once when poked) and wakes the threads waiting past it."""
-
-    def __init__(self, read_head, active):
-        self.read_head, self.active = read_head, active
-        self.head = -1
-        self._changed = threading.Condition()
-        self._poked = threading.Event()
-
-    def poke(self) -> None:
-        self._poked.set()
-
-    def run(self, stopping: threading.Event) -> None:
-        while not stopping.is_set():
-            self._poked.wait(WATCH if self.active() else WAIT)
-            self._poked.clear()
-            if not self.active():
-                continue
-            try:
-                head = self.read_head()
-            except Exception:  # noqa: BLE001 - the store may be down for a while; keep looking
-                log.warning("push: cannot read the log head", exc_info=True)
-                stopping.wait(1.0)
-                continue
-            if head != self.head:
-                with self._changed:
-                    self.head = head
-                    self._changed.notify_all()
-        self.wake_all()
-
-    def wake_all(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
-
-    def beyond(self, position: int, timeout: float) -> int:
-        """The head once it is past ``position``, or after ``timeout`` seconds."""
-        with self._changed:
-            if self.head <= position:
-                self._changed.wait(timeout)
-            return self.head
 
 
 class Delivery:
@@ -117,7 +67,14 @@ class Delivery:
         self.last_delivery = self.last_error = self.error_at = None
         self.lease_until = 0.0
         self.lost = threading.Event()  # its lease is gone, or the feed revoked: stop
-        self.thread: threading.Thread | None = None
+        self.done = False  # the delivery loop let go of it (lost, or stopping)
+        # The delivery loop's (adapters.push_loop): the feed as of the last read of the log,
+        # the changes read and not yet sent (the first one in flight), how far that read went.
+        self.view = feed
+        self.queue: deque = deque()
+        self.reached = self.position
+        self.connection = None
+        self.paused_until = 0.0
         self._lock = threading.Lock()
         self._changes = 0  # mutations since the start; a save covers those up to its snapshot
         self._saved_changes = 0
@@ -165,32 +122,31 @@ class PushWorker:
         self.store = feeds.store
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         timeout = feeds.settings.push_timeout
-        self.margin = timeout + 1.0  # a POST takes at most about the timeout (connect and answer)
+        self.margin = timeout + 1.0  # a POST takes at most about the timeout (one deadline for all of it)
         self.ttl = max(LEASE, self.margin + 2 * RENEW + 1.0)  # one renewal may fail without a pause
         self.stopping = threading.Event()
         self.deliveries: dict[str, Delivery] = {}
-        self.watch = LogWatch(feeds.head, lambda: bool(self.deliveries))
+        self.loop = DeliveryLoop(self)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> "PushWorker":
-        for target, name in ((self._supervise, "push-supervisor"), (self.watch.run, "push-watch")):
-            thread = threading.Thread(target=target, args=(self.stopping,) if target == self.watch.run else (),
-                                      name=name, daemon=True)
+        for target, name in ((self.loop.run, "push-delivery"), (self._supervise, "push-supervisor")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
         return self
 
     def poke(self) -> None:
         """Something was recorded in this process: look at the head now."""
-        self.watch.poke()
+        if self.deliveries:
+            self.loop.wake()
 
     def stop(self, wait: float = 5.0) -> None:
         self.stopping.set()
-        self.watch.wake_all()
+        self.loop.wake()
         deadline = time.monotonic() + wait
-        for thread in [*self._threads, *(d.thread for d in list(self.deliveries.values()))]:
-            if thread is not None:
-                thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- the supervisor: leases and saves ----------------------------------------------
 
@@ -230,7 +186,7 @@ class PushWorker:
 
     def _lease(self) -> None:
         for feed_id, delivery in list(self.deliveries.items()):
-            if delivery.thread is not None and not delivery.thread.is_alive():
+            if delivery.done:  # let go by the loop: what it reached is saved, then it may start again
                 self._save([delivery])
                 del self.deliveries[feed_id]
         wanted = [f for f in self.feeds.registry.feeds() if f.push and not f.revoked]
@@ -247,12 +203,11 @@ class PushWorker:
                     delivery.lost.set()
                 continue
             if delivery is None:
-                delivery = self.deliveries[feed.id] = Delivery(feed, self.store.state(feed.id, feed.start))
+                delivery = Delivery(feed, self.store.state(feed.id, feed.start))
                 delivery.lease_until = asked + self.ttl
-                delivery.thread = threading.Thread(target=self._deliver, args=(delivery,),
-                                                   name=f"push-{feed.id[:8]}", daemon=True)
-                delivery.thread.start()
+                self.deliveries[feed.id] = delivery
             delivery.lease_until = asked + self.ttl
+        self.loop.wake()
 
     def _save(self, deliveries=None) -> None:
         snapshots = [(d, p) for d in (deliveries or list(self.deliveries.values())) if (p := d.progress())]
@@ -264,67 +219,18 @@ class PushWorker:
                 delivery.was_saved(progress, changes)
             else:  # another process holds it now (or moved it): it delivers from what was saved
                 delivery.lost.set()
+                self.loop.wake()
 
     def _shut_down(self) -> None:
-        self.watch.wake_all()
-        for delivery in self.deliveries.values():
-            delivery.lost.set()
-            if delivery.thread is not None:
-                delivery.thread.join(self.margin)
+        self.loop.wake()
+        self._threads[0].join(self.margin)  # the delivery loop lets go of every feed
         try:
             self._save()
             self.store.release_leases(list(self.deliveries), self.holder)
         except Exception:  # noqa: BLE001 - the leases run out by themselves
             log.warning("push: could not save or release on shutdown", exc_info=True)
         self.store.close()
+        self.loop.close()
         if self._lock_file is not None:
             self._lock_file.close()  # and with it the node lock
             self._lock_file = None
-
-    # -- one feed ------------------------------------------------------------------------
-
-    def _deliver(self, delivery: Delivery) -> None:
-        feeds, settings = self.feeds, self.feeds.settings
-        feed = delivery.feed
-        receiver = Receiver(feed.push_url, feeds.push_header(feed), settings.push_timeout)
-        try:
-            while not (self.stopping.is_set() or delivery.lost.is_set()):
-                if time.time() + self.margin > delivery.lease_until:  # not renewed lately: send nothing
-                    delivery.lost.wait(WAIT / 5)
-                    continue
-                if delivery.next_attempt and delivery.next_attempt > time.time():
-                    delivery.lost.wait(min(delivery.next_attempt - time.time(), WAIT))
-                    continue
-                head = self.watch.beyond(delivery.position, WAIT)
-                if head > delivery.position:
-                    self._send(delivery, receiver, head)
-        except Exception:  # noqa: BLE001 - store trouble: the supervisor starts the feed again
-            log.warning("push %s: delivery interrupted", feed.id, exc_info=True)
-        finally:
-            receiver.close()
-            self.store.close()  # this thread's connection, if rendering opened one
-
-    def _send(self, delivery: Delivery, receiver: Receiver, head: int) -> None:
-        feeds = self.feeds
-        changes, reached = feeds.log.changes(delivery.feed, delivery.position, head)
-        feed = feeds.registry.get(delivery.feed.id, head)  # erasures and revocations up to here
-        if feed is None or feed.revoked:
-            delivery.lost.set()
-            return
-        for change in changes:
-            if self.stopping.is_set() or delivery.lost.is_set() or time.time() + self.margin > delivery.lease_until:
-                return
-            rendered = feeds.render(feed, change)
-            if rendered is None:
-                continue
-            try:
-                receiver.post(rendered[1])
-            except Refused as refused:
-                delivery.moved(change.end, skipped=1, error=str(refused))
-                continue
-            except Failed as failed:
-                delivery.failed(str(failed), time.time() + backoff(delivery.failures + 1, feeds.settings.max_backoff))
-                return
-            delivery.moved(change.end, delivered=1)
-        if reached > delivery.position:
-            delivery.moved(reached)

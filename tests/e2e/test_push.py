@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import uuid
 
 import pytest
@@ -105,6 +106,30 @@ def test_push_retries_until_the_receiver_recovers_and_skips_a_refused_set(tmp_pa
     finally:
         server.stop()
         receiver.close()
+
+
+def test_a_receiver_that_never_answers_holds_up_no_other_feed(tmp_path):
+    """One delivery loop sends for every feed: a receiver that takes the connection and the
+    SET and then says nothing (its timeout here: a minute) must not stop the other feeds."""
+    data = tmp_path / "data"
+    receiver = Receiver(free_port()).start()
+    silent = socket.create_server(("127.0.0.1", free_port()))  # listens, never accepts or answers
+    mute = create_feed(None, data, f"http://127.0.0.1:{silent.getsockname()[1]}/set")
+    feed = create_feed(None, data, receiver.url)
+    server = Server(data, tmp_path / "logs", f"push-{uuid.uuid4().hex}", name="silent", SCIMLEDGER_RATE_LIMIT="0",
+                    SCIMLEDGER_PUSH_TIMEOUT="60", SCIMLEDGER_FEEDS_SECRET=SECRET)
+    try:
+        server.start().wait_ready(path="/readyz")
+        ids = create_users(server, 5)
+        wait_for(lambda: len(receiver.received) == 5, 30, "the other feed's five SETs")
+        uris = [c["sub_id"]["uri"] for c in receiver.claims(jwks(server), feed["audience"])]
+        assert uris == [f"/Users/{i}" for i in ids]
+        row = feed_row(None, data, mute["id"])
+        assert row["delivered"] == 0 and row["lag"] > 0  # still waiting for its first answer
+    finally:
+        server.stop()
+        receiver.close()
+        silent.close()
 
 
 def test_sigkill_mid_delivery_loses_and_reorders_nothing(tmp_path):

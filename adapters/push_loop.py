@@ -1,0 +1,252 @@
+"""The delivery loop: one thread sends the SETs of every push feed a process holds.
+
+One selector over the feeds' non-blocking connections (adapters.push_http.Connection) and
+a wake-up pipe. Each turn: the sockets that are ready move their POST on; a POST past its
+deadline fails; the log's head is read when this process recorded something (``wake``)
+or every ``WATCH`` seconds (other processes and nodes); and every feed that is free — no
+POST in flight, not waiting for a retry, its lease long enough to cover a whole POST —
+starts its next SET. A feed has at most one SET in flight, so each feed's SETs go in log
+order; a slow or dead receiver only keeps its own feed waiting (its own deadline and
+backoff timer), and nothing here ever waits for a socket.
+
+Why one thread instead of one per feed: ten feed threads meant ten wake-ups and GIL
+hand-offs per SCIM write in the process that also serves requests; the context switches
+cost as much CPU as the signing (docs/performance.md, "Event feeds"). Here the new
+changes are read once per turn for all the feeds that are at the same place in the log
+(the same tenant and resource types), and each SET costs its signature, one ``send`` and
+one ``recv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import selectors
+import time
+from collections import deque
+
+from adapters.push_http import Connection, Failed, Refused
+
+log = logging.getLogger("scimledger.push")
+
+WATCH = 0.02  # seconds between looks at the log head while this process delivers feeds
+WAIT = 0.5  # seconds between turns with no feed to deliver
+PAUSE = 1.0  # seconds a feed waits after store trouble before it reads the log again
+
+
+def backoff(failures: int, cap: float) -> float:
+    """Seconds before attempt ``failures + 1``: 1, 2, 4, ... up to ``cap``, with jitter."""
+    return min(cap, 2.0 ** min(failures - 1, 30)) * random.uniform(0.5, 1.0)
+
+
+class DeliveryLoop:
+    def __init__(self, worker):
+        self.worker = worker
+        self.feeds = worker.feeds
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._woken = False
+        self._registered: dict[object, tuple] = {}  # delivery -> (socket, fd, events)
+
+    def wake(self) -> None:
+        """Look at the log's head (and the feeds) now. Called from any thread."""
+        if not self._woken:
+            self._woken = True
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:  # the pipe is full: a wake-up is pending anyway
+                pass
+
+    def close(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def run(self) -> None:
+        worker = self.worker
+        selector = self.selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        head, look_at, turn_at = -1, 0.0, 0.0
+        try:
+            while not worker.stopping.is_set():
+                try:
+                    shared: dict[tuple, tuple] = {}  # changes read in this pass, for the feeds at the same place
+                    answered = []
+                    for key, _ in selector.select(max(0.0, min(look_at, turn_at) - time.monotonic())):
+                        if key.data is None:
+                            self._drain()
+                            look_at = turn_at = 0.0
+                        elif self._ready(key.data):
+                            answered.append(key.data)
+                    for delivery in answered:  # their next SETs, after every answer that came is read
+                        self._start_next(delivery, head, shared)
+                        self._register(delivery)
+                    now = time.monotonic()
+                    if now >= look_at:
+                        self._woken = False  # before the read: a write after it wakes the loop again
+                        seen, head = head, self.feeds.head()
+                        look_at = now + (WATCH if worker.deliveries else WAIT)
+                        if head != seen:
+                            turn_at = 0.0
+                    if now >= turn_at:
+                        turn_at = self._turn(head, shared)
+                except Exception:  # noqa: BLE001 - the store may be down for a while; keep going
+                    log.warning("push: delivery loop trouble", exc_info=True)
+                    worker.stopping.wait(PAUSE)
+                    turn_at = 0.0
+        finally:
+            for delivery in list(worker.deliveries.values()):
+                self._let_go(delivery)
+            selector.close()
+            worker.store.close()  # this thread's connection, if rendering opened one
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- each feed ---------------------------------------------------------------------
+
+    def _ready(self, delivery) -> bool:
+        """The feed's socket is ready: its POST goes on. Whether it is over (answered or failed)."""
+        if delivery.done or delivery.connection is None:
+            return False
+        self._advance(delivery)
+        return not delivery.connection.busy
+
+    def _turn(self, head: int, shared: dict) -> float:
+        """Every feed: let go if lost, fail a POST past its deadline, start what may start.
+        Returns when the next turn is due (the next deadline or retry at the latest)."""
+        worker, now, wall = self.worker, time.monotonic(), time.time()
+        due = now + WAIT
+        for delivery in list(worker.deliveries.values()):
+            if delivery.done:
+                continue
+            connection = delivery.connection
+            if connection is not None and connection.busy:
+                if now >= connection.deadline:
+                    try:
+                        connection.expire()
+                    except Failed as failed:
+                        self._failed(delivery, failed)
+                elif not connection.interest():  # its host name was being resolved
+                    self._advance(delivery)
+            if connection is None or not connection.busy:
+                self._start_next(delivery, head, shared)
+            self._register(delivery)
+            if delivery.connection is not None and delivery.connection.busy:
+                due = min(due, delivery.connection.deadline)
+            elif delivery.next_attempt:
+                due = min(due, now + max(0.0, delivery.next_attempt - wall))
+            elif delivery.paused_until > now:
+                due = min(due, delivery.paused_until)
+        return due
+
+    def _start_next(self, delivery, head: int, shared: dict) -> None:
+        if self.worker.stopping.is_set() or delivery.lost.is_set():
+            self._let_go(delivery)
+            return
+        try:
+            self._next(delivery, head, shared)
+        except Exception:  # noqa: BLE001 - store trouble: this feed pauses, the others go on
+            log.warning("push %s: cannot read its changes", delivery.feed.id, exc_info=True)
+            delivery.queue.clear()
+            delivery.reached = delivery.position
+            delivery.paused_until = time.monotonic() + PAUSE
+
+    def _next(self, delivery, head: int, shared: dict) -> None:
+        """Start the feed's next SET, if it may send now."""
+        worker, feeds = self.worker, self.feeds
+        wall = time.time()
+        if wall + worker.margin > delivery.lease_until:  # not renewed lately: send nothing
+            return
+        if (delivery.next_attempt and delivery.next_attempt > wall) or delivery.paused_until > time.monotonic():
+            return
+        while True:
+            if not delivery.queue:
+                if delivery.reached > delivery.position:
+                    delivery.moved(delivery.reached)
+                if delivery.position >= head:
+                    return
+                feed = delivery.feed
+                place = (feed.tenant, feed.resources, delivery.position, head)
+                if place not in shared:
+                    shared[place] = feeds.log.changes(feed, delivery.position, head)
+                changes, delivery.reached = shared[place]
+                view = feeds.registry.get(feed.id, head)  # erasures and revocations up to here
+                if view is None or view.revoked:
+                    delivery.lost.set()
+                    self._let_go(delivery)
+                    return
+                delivery.view = view
+                delivery.queue.extend(changes)
+                if not changes:
+                    if delivery.reached <= delivery.position:
+                        return  # (the log read gave nothing new: the next turn reads again)
+                    continue
+            change = delivery.queue[0]
+            rendered = feeds.render(delivery.view, change)
+            if rendered is None:
+                delivery.queue.popleft()
+                delivery.moved(change.end)
+                continue
+            if delivery.connection is None:
+                delivery.connection = Connection(delivery.feed.push_url, feeds.push_header(delivery.feed),
+                                                 feeds.settings.push_timeout, wake=self.wake)
+            delivery.connection.begin(rendered[1])
+            self._advance(delivery)
+            if delivery.connection.busy or delivery.next_attempt:
+                return
+
+    def _advance(self, delivery) -> None:
+        try:
+            if not delivery.connection.advance():
+                return
+        except Refused as refused:
+            delivery.moved(delivery.queue.popleft().end, skipped=1, error=str(refused))
+        except Failed as failed:
+            self._failed(delivery, failed)
+        else:
+            delivery.moved(delivery.queue.popleft().end, delivered=1)
+
+    def _failed(self, delivery, failed: Failed) -> None:
+        delivery.queue.clear()  # read again from the position at the next attempt
+        delivery.reached = delivery.position
+        delivery.failed(str(failed), time.time() + backoff(delivery.failures + 1, self.feeds.settings.max_backoff))
+
+    def _let_go(self, delivery) -> None:
+        if delivery.connection is not None:
+            delivery.connection.abandon()
+            delivery.connection.close()
+        self._register(delivery)
+        delivery.done = True
+
+    def _register(self, delivery) -> None:
+        """The selector watches the feed's socket for what its POST waits on (if anything)."""
+        connection = delivery.connection
+        sock = connection.sock if connection is not None else None
+        events = connection.interest() if sock is not None else 0
+        now = (sock, sock.fileno(), events) if events else None
+        before = self._registered.get(delivery)
+        if before == now:
+            return
+        if before is not None:
+            try:
+                self.selector.unregister(before[1])
+            except (KeyError, ValueError, OSError):
+                pass
+            del self._registered[delivery]
+        if now is not None:
+            try:
+                self.selector.register(now[1], events, delivery)
+            except KeyError:  # that fd number was another delivery's socket, closed since
+                self._registered.pop(self.selector.get_key(now[1]).data, None)
+                self.selector.unregister(now[1])
+                self.selector.register(now[1], events, delivery)
+            self._registered[delivery] = now
