@@ -23,6 +23,8 @@ from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 
+from adapters.http.heap import HeapTrimmer, fix_malloc_thresholds
+
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIMITS = {"limit_request_line": 8190, "limit_request_fields": 100, "limit_request_field_size": 8190}
 log = logging.getLogger("scimledger")
@@ -68,6 +70,15 @@ def error_response(status: int, reason: str, detail: str, scim_type: str | None)
 
 
 class ScimThreadWorker(ThreadWorker):
+    def init_process(self):
+        fix_malloc_thresholds()  # before the worker's threads allocate (adapters.http.heap)
+        self.heap = HeapTrimmer()
+        super().init_process()
+
+    def notify(self):  # once per turn of the worker's main loop (at least every second)
+        super().notify()
+        self.heap.tick()
+
     def handle_error(self, req, client, addr, exc):
         status, reason, detail, scim_type = classify(exc)
         address = (addr or ("", -1))[0] if isinstance(addr, tuple) else ""

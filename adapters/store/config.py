@@ -168,6 +168,7 @@ class EventStore:
         allows (``projections.log_pages``), keys read ahead per page."""
         if self.keys is None:
             return self.recorder
+        self.keys.widen()  # the whole log: keep every key read once, not re-read per page
         return PrefetchingRecorder(self.recorder, self.keys, pages_of(self.recorder))
 
     def mapper(self):

@@ -31,6 +31,7 @@ import os
 import logging
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -49,8 +50,16 @@ MASTER_ENV, MASTER_FILE_ENV = "SCIMLEDGER_MASTER_KEY", "SCIMLEDGER_MASTER_KEY_FI
 # The check row of a store written by ``scripts/bench --no-encryption``: never a real HMAC.
 PLAINTEXT_CHECK = b"plaintext: written without encryption by a benchmark"
 log = logging.getLogger("scimledger")
-CACHE_LIMIT = 250_000  # unwrapped keys kept per process (a dict; emptied, but for the erased, when full)
-CIPHER_LIMIT = 4096  # AESGCM objects kept per process (emptied when full)
+# Unwrapped keys kept per process, the least recently used dropped first: a server's
+# working set (the users its requests and catch-ups touch now), twice a catch-up page of
+# subjects (projections.tracking.PAGE) so a page's keys read ahead stay until used. A
+# rebuild of the whole log widens it (``widen``: one read of each key, not one per page).
+KEY_LIMIT = 2048
+REBUILD_KEY_LIMIT = 250_000
+# AESGCM objects kept per process (least recently used dropped): each holds an OpenSSL
+# context of about 2.5 KB, and making one costs about 2 us: the few users in use now.
+CIPHER_LIMIT = 64
+_MISSING = object()
 
 
 class MasterKeyError(SystemExit):
@@ -112,24 +121,68 @@ class MasterKey:
 # -- the key table -----------------------------------------------------------------------------
 
 
+class Recent:
+    """A mapping bounded to the ``limit`` most recently used entries (thread-safe: reads
+    are single dict operations, writes take a lock)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
+    def get(self, key, default=None):
+        items = self._items
+        value = items.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        try:
+            items.move_to_end(key)
+        except KeyError:  # dropped by another thread meanwhile
+            pass
+        return value
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            items = self._items
+            items[key] = value
+            items.move_to_end(key)
+            while len(items) > self.limit:
+                items.popitem(last=False)
+
+    def discard(self, key) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def widen(self, limit: int) -> None:
+        self.limit = max(self.limit, limit)
+
+
 class KeyTable:
     """The data keys of one store: create, look up (cached per process), destroy.
 
     ``key(subject)`` answers an ``AESGCM`` for the subject, or None when it has none
     (destroyed: the person was erased). A miss reads the table; absence is cached too,
-    since a subject's key is committed before its first event and only erasure removes it.
+    since a subject's key is committed before its first event and only erasure removes it
+    (an absence dropped from the cache is read again, and found absent again).
 
-    Two caches: the unwrapped key bytes (``CACHE_LIMIT`` subjects, small entries) and the
-    ``AESGCM`` objects made of them (``CIPHER_LIMIT``): each of those holds an OpenSSL
-    context of its own, about 2.7 KB of the process's memory (measured: 200,000 of them
-    were 540 MB), while making one costs about a microsecond.
+    Two caches, both keeping the most recently used: the unwrapped key bytes
+    (``KEY_LIMIT`` subjects, about 200 bytes each) and the ``AESGCM`` objects made of them
+    (``CIPHER_LIMIT``): each of those holds an OpenSSL context of its own, about 2.5 KB of
+    the process's memory, while making one costs about 2 us. Personal-data keys stay in
+    memory only while they are in use, and a long-running server's memory does not grow
+    with the number of users it has met (the soak of issue 15).
     """
 
-    def __init__(self, table, master: MasterKey):
+    def __init__(self, table, master: MasterKey, limit: int = KEY_LIMIT, cipher_limit: int = CIPHER_LIMIT):
         self.table, self.master = table, master
-        self._cache: dict[str, bytes | None] = {}
-        self._ciphers: dict[str, AESGCM] = {}
-        self._lock = threading.Lock()
+        self._cache = Recent(limit)
+        self._ciphers = Recent(cipher_limit)
 
     def __repr__(self) -> str:
         return "KeyTable(...)"
@@ -138,23 +191,28 @@ class KeyTable:
     def claims_secret(self) -> bytes:
         return self.master.claims_secret
 
+    def cached(self) -> tuple[int, int]:
+        """How many unwrapped keys and ciphers this process holds now."""
+        return len(self._cache), len(self._ciphers)
+
+    def widen(self, limit: int = REBUILD_KEY_LIMIT) -> None:
+        """Keep up to ``limit`` keys from now on (a rebuild reading the whole log meets a
+        user's events far apart: one read of each key instead of one per page)."""
+        self._cache.widen(limit)
+
     def key(self, subject: str) -> AESGCM | None:
         cipher = self._ciphers.get(subject)
         if cipher is not None:
             return cipher
-        try:
-            raw = self._cache[subject]
-        except KeyError:
+        raw = self._cache.get(subject, _MISSING)
+        if raw is _MISSING:
             wrapped = self.table.get(subject)
             raw = None if wrapped is None else self._unwrap(subject, wrapped)
-            self._remember(subject, raw)
+            self._cache.put(subject, raw)
         if raw is None:
             return None
         cipher = AESGCM(raw)
-        ciphers = self._ciphers
-        if len(ciphers) >= CIPHER_LIMIT:
-            ciphers.clear()
-        ciphers[subject] = cipher
+        self._ciphers.put(subject, cipher)
         return cipher
 
     def create(self, subjects: Iterable[tuple[str, str]]) -> None:
@@ -172,7 +230,7 @@ class KeyTable:
         if rows:
             self.table.insert(rows)
             for subject, key in fresh:
-                self._remember(subject, key)
+                self._cache.put(subject, key)
 
     def destroy(self, subjects: Iterable[str]) -> int:
         """Delete the subjects' keys for good; returns how many rows went (0: gone already)."""
@@ -186,9 +244,8 @@ class KeyTable:
 
     def forget(self, subject: str) -> None:
         """This process will not open the subject's values again (its key was destroyed)."""
-        with self._lock:
-            self._cache[subject] = None
-            self._ciphers.pop(subject, None)
+        self._cache.put(subject, None)
+        self._ciphers.discard(subject)
 
     def prefetch(self, subjects: Iterable[str]) -> None:
         """Read the keys of ``subjects`` not cached yet in one query (a page of events:
@@ -200,13 +257,7 @@ class KeyTable:
         found = self.table.get_many(missing)
         for subject in missing:
             wrapped = found.get(subject)
-            self._remember(subject, None if wrapped is None else self._unwrap(subject, wrapped))
-
-    def preload(self) -> None:
-        """Read and unwrap every key at once (a replay touches them all)."""
-        for subject, _tenant, wrapped, _created in self.table.rows():
-            if subject not in self._cache:
-                self._remember(subject, self._unwrap(subject, wrapped))
+            cache.put(subject, None if wrapped is None else self._unwrap(subject, wrapped))
 
     def export_rows(self) -> Iterator[tuple[str, str, bytes, str]]:
         """``(subject, tenant, wrapped, created)`` of every key, still wrapped (copy-store, backup)."""
@@ -218,13 +269,6 @@ class KeyTable:
         except InvalidTag:
             # The check row matched, so this row was altered or moved from another subject.
             raise MasterKeyError(f"the data key of {subject} in the key table does not open with this store's master key") from None
-
-    def _remember(self, subject: str, key: bytes | None) -> None:
-        with self._lock:
-            if len(self._cache) >= CACHE_LIMIT:
-                gone = {s for s, k in self._cache.items() if k is None}
-                self._cache = {s: None for s in gone} if len(gone) < CACHE_LIMIT // 2 else {}
-            self._cache[subject] = key
 
     def close(self) -> None:
         self.table.close()
