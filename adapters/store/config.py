@@ -201,6 +201,8 @@ def open_store(data: Path, url: str | None, environment: Mapping[str, str] | Non
             keys = None if plaintext_source else keystore.open_keys(_key_table(env, factory), master, data, _redacted(url))
     except _UNREACHABLE as error:
         raise StoreUnreachable(_redacted(url), error) from error
+    if keys is not None and isinstance(recorder, sqlitestore.Recorder):
+        recorder.key_rows = keys.take_staged  # new users' keys written with their events
     transcoder = SealingTranscoder(keys) if keys is not None else OrjsonTranscoder()
     # Without a master key (plaintext stores) the claim ids are keyed by nothing secret.
     claim_ids = ClaimIds(keys.claims_secret if keys is not None else b"plaintext store")
@@ -235,10 +237,17 @@ class _OnStore:
         return self.store.mapper() or super().construct_mapper()
 
     def _record(self, processing):
-        # The data keys of users provisioned here, in one commit before their events.
+        # The data keys of users provisioned here: in the events' transaction where the
+        # recorder writes them (SQLite: the key table is in the same file), else in one
+        # commit of their own before the events.
         prepare = getattr(self.mapper, "prepare", None)
-        if prepare is not None:
-            prepare(processing.events)
+        if prepare is None:
+            return super()._record(processing)
+        if getattr(self.recorder, "key_rows", None) is not None:
+            with self.store.keys.with_events():
+                prepare(processing.events)
+                return super()._record(processing)
+        prepare(processing.events)
         return super()._record(processing)
 
     def construct_recorder(self):

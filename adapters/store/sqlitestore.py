@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
@@ -28,7 +28,10 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
+from adapters.store.key_tables import KEYS_TABLE
 from adapters.store.locks import FileLocks
+
+INSERT_KEYS = f"INSERT INTO {KEYS_TABLE} (subject, tenant, wrapped, created) VALUES (?, ?, ?, ?)"
 
 _registry: dict[str, FileLocks] = {}
 _registry_lock = threading.Lock()
@@ -75,7 +78,19 @@ class _Locked:
 
 
 class Recorder(_Locked, SQLiteApplicationRecorder):
-    """The event log."""
+    """The event log. ``key_rows`` (set by ``adapters.store.config`` on an encrypted store):
+    the data keys staged on this thread (``KeyTable.with_events``), inserted into the key
+    table, which lives in the same file, in the transaction of the events that use them."""
+
+    key_rows: Callable[[], list] | None = None
+
+    def _insert_events(self, c, stored_events, **kwargs: Any):
+        take = self.key_rows
+        if take is not None:
+            rows = take()
+            if rows:
+                c.executemany(INSERT_KEYS, rows)
+        return super()._insert_events(c, stored_events, **kwargs)
 
 
 class SnapshotRecorder(_Locked, SQLiteAggregateRecorder):

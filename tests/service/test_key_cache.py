@@ -5,7 +5,11 @@ number of users it has met, while a rebuild of the whole log keeps every key it 
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
+
+import orjson
+import pytest
 
 from adapters.store import keys as keystore
 from adapters.store.config import open_store
@@ -87,3 +91,29 @@ def test_a_store_bounds_its_cache_and_a_rebuild_widens_it(tmp_path):
     assert keys.cached()[0] == len(users)
     keys.close()
 
+
+# -- a new user's key is written in the transaction of its events (SQLite) ------------------------
+
+
+CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1"}
+
+
+def test_a_new_users_key_is_committed_with_its_events_or_not_at_all(sqlite_runtime):
+    from tests.samples import entra_user
+
+    ledger, store = sqlite_runtime.ledger, sqlite_runtime.event_store
+    events_file = str(sqlite_runtime.data / "events.sqlite3")
+    with sqlite3.connect(events_file) as conn:  # the next user's events cannot be written
+        conn.execute("CREATE TRIGGER refuse_users BEFORE INSERT ON stored_events WHEN NEW.topic LIKE '%Provisioned'"
+                     " BEGIN SELECT no_such_function(); END")
+    with pytest.raises(Exception):
+        ledger.provision_user("default", entra_user("refused"), CAUSE)
+    with sqlite3.connect(events_file) as conn:
+        assert conn.execute("SELECT count(*) FROM scimledger_keys").fetchone()[0] == 0  # no orphan left behind
+        conn.execute("DROP TRIGGER refuse_users")
+    written = ledger.provision_user("default", entra_user("accepted"), CAUSE)
+    with sqlite3.connect(events_file) as conn:
+        assert conn.execute("SELECT subject FROM scimledger_keys").fetchall() == [(written.id,)]
+    assert store.keys.key(written.id) is not None
+    sqlite_runtime.directory.catch_up()
+    assert orjson.loads(sqlite_runtime.directory.user_row("default", written.id).resource)["userName"] == "accepted@fabrikam.example"
