@@ -363,6 +363,10 @@ def _add_counts(conn, counts: Counter) -> None:
         "ON CONFLICT (tenant, kind) DO UPDATE SET n = n + excluded.n",
         [(tenant, kind, delta) for (tenant, kind), delta in counts.items() if delta],
     )
+    # No row is a count of 0: a row that came down to 0 goes, so the file does not depend
+    # on whether one page or two held a resource's creation and its deletion (replay).
+    conn.executemany("DELETE FROM resource_counts WHERE tenant = ? AND kind = ? AND n = 0",
+                     [key for key, delta in counts.items() if delta < 0])
     counts.clear()
 
 

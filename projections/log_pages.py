@@ -11,6 +11,7 @@ the same query, but as ``LogRow`` tuples whose ``originator_id`` is already the 
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Callable, NamedTuple, Sequence
 from uuid import UUID
 
@@ -35,8 +36,42 @@ def pages_of(recorder) -> Select:
     for ``recorder``: the plain-row one on SQLite, the recorder's own otherwise."""
     if not isinstance(recorder, SQLiteApplicationRecorder):
         return recorder.select_notifications
-    datastore, table = recorder.datastore, recorder.events_table_name
-    as_text = _uuid_text if datastore.originator_id_type == "uuid" else str
+    datastore = recorder.datastore
+
+    def fetch(sql: str, params: list) -> list:
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    return _plain_rows(fetch, recorder.events_table_name, datastore.originator_id_type)
+
+
+def file_of(recorder) -> str | None:
+    """The SQLite file a recorder reads (None: not SQLite, or in memory), for ``pages_in``."""
+    if not isinstance(recorder, SQLiteApplicationRecorder):
+        return None
+    pool = recorder.datastore.pool
+    return None if pool.is_sqlite_memory_mode else pool.db_name
+
+
+def pages_in(path: str, recorder) -> Select:
+    """``pages_of(recorder)`` on a connection of its own to ``path`` (``file_of(recorder)``),
+    none of the recorder's: for a process forked from the one that opened the recorder
+    (``projections.read_ahead``), which must not use its parent's SQLite connections."""
+    conn = sqlite3.connect(path, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+
+    def fetch(sql: str, params: list) -> list:
+        conn.execute("BEGIN")  # one snapshot per page, as the library's transaction gives
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.execute("COMMIT")
+
+    return _plain_rows(fetch, recorder.events_table_name, recorder.datastore.originator_id_type)
+
+
+def _plain_rows(fetch: Callable[[str, list], list], table: str, id_type: str) -> Select:
+    as_text = _uuid_text if id_type == "uuid" else str
     new = tuple.__new__
 
     def select_notifications(start, limit, stop=None, topics=(), *, inclusive_of_start=True):
@@ -53,9 +88,7 @@ def pages_of(recorder) -> Select:
             params += list(topics)
         sql = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
                f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rowid LIMIT ?")
-        with datastore.transaction(commit=False) as cursor:
-            cursor.execute(sql, [*params, limit])
-            rows = cursor.fetchall()
+        rows = fetch(sql, [*params, limit])
         return [new(LogRow, (r[0], as_text(r[1]), r[2], r[3], r[4])) for r in rows]
 
     return select_notifications

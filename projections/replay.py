@@ -39,6 +39,7 @@ from projections.activity import Activity
 from projections.audit import AuditLog
 from projections.directory import Directory, ResourceRow
 from projections.log_pages import pages_of
+from projections.read_ahead import ReadAhead, decoded
 from projections.tracking import connect
 
 PROJECTIONS: dict[str, tuple[type, str]] = {
@@ -52,11 +53,26 @@ CACHE_PAGES = -65536  # 64 MiB page cache while rebuilding (memory stays flat ab
 
 class Recorder:
     """The event store's recorder, optionally bounded at ``stop`` and reporting each page;
-    pages are read as plain rows where the store allows (``projections.log_pages``)."""
+    pages are read as plain rows where the store allows (``projections.log_pages``).
+    Given ``decode`` and a reader that allows it (``read_ahead``), the rows come decoded
+    and the next page is read ahead by a child process (``projections.read_ahead``; give
+    the projection ``self.decode``, and ``close`` when done)."""
 
-    def __init__(self, recorder, stop: int | None = None, on_page: Callable[[list], None] | None = None):
+    def __init__(self, recorder, stop: int | None = None, on_page: Callable[[list], None] | None = None,
+                 decode: Callable[[bytes], dict] | None = None):
         self.inner, self.stop, self.on_page = recorder, stop, on_page
         self._select = pages_of(recorder)
+        self.decode, self._ahead = decode, None
+        child = decode is not None and getattr(recorder, "read_ahead", None)
+        child = child and child(decode)
+        if child:
+            self._ahead = ReadAhead(self._select, decode, *child)
+            self._select, self.decode = self._ahead.select_notifications, decoded
+
+    def close(self) -> None:
+        """Stop the child reading ahead, if any; pages are read here from now on."""
+        if self._ahead is not None:
+            self._ahead.close()
 
     def max_notification_id(self) -> int | None:
         head = self.inner.max_notification_id()
@@ -194,8 +210,12 @@ def _build(kind: str, path: Path, recorder, decode, stream: TextIO | None, stop:
     """Build ``kind`` from the start of the log into ``path``; returns it and the progress."""
     head = recorder.max_notification_id() or 0
     progress = Progress(kind, 0, head if stop is None else min(head, stop), stream)
-    projection = open_fresh(kind, path, Recorder(recorder, stop, progress.page), decode)
-    projection.catch_up()
+    reader = Recorder(recorder, stop, progress.page, decode)
+    try:
+        projection = open_fresh(kind, path, reader, reader.decode)
+        projection.catch_up()
+    finally:
+        reader.close()  # later catch-ups (the final one, verify's) read in this process
     return projection, progress
 
 

@@ -73,7 +73,7 @@ class Event(NamedTuple):
     id: str  # the aggregate's id
     version: int  # the aggregate's version after this event
     type: type  # the event class, e.g. ``User.Deactivated``
-    state: dict  # the event's attributes, decoded
+    state: dict  # the event's attributes, decoded ("timestamp": a datetime or its ISO text: read it with utc_text)
 
 
 def topics_of(*classes: type) -> tuple[str, ...]:
@@ -81,8 +81,13 @@ def topics_of(*classes: type) -> tuple[str, ...]:
     return tuple(get_topic(cls) for cls in classes)
 
 
-def utc_text(moment: datetime) -> str:
-    """The fixed-width UTC form all timestamps are stored in (sorts as it compares)."""
+def utc_text(moment: datetime | str) -> str:
+    """The fixed-width UTC form all timestamps are stored in (sorts as it compares), of a
+    datetime or of the ISO text an event's JSON holds it as (rows a rebuild read ahead)."""
+    if moment.__class__ is str:
+        if len(moment) == 32 and moment.endswith("+00:00"):  # with microseconds, as orjson writes UTC
+            return moment[:26] + "Z"
+        moment = datetime.fromisoformat(moment)
     iso = moment.isoformat()
     if len(iso) == 32 and iso.endswith("+00:00"):  # UTC with microseconds, as events have it: the fast way
         return iso[:26] + "Z"

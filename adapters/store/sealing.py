@@ -43,6 +43,7 @@ from adapters.store.keys import KeyTable
 from adapters.store.transcoder import OrjsonTranscoder
 from domain.model import User, apply_changes, flatten
 from projections.audit_changes import ERASED
+from projections.log_pages import file_of, pages_in
 
 MARK = "$sealed"
 _USER_TOPIC = get_topic(User)
@@ -167,6 +168,24 @@ class PrefetchingRecorder:
         if subjects:
             self._keys.prefetch(subjects)
         return notifications
+
+    def read_ahead(self, decode) -> tuple | None:
+        """For ``projections.read_ahead``: ``(open_child,)`` when a child process can
+        read this log itself (a SQLite file) and ``decode`` is this key table's
+        transcoder's; None otherwise. ``open_child``, called in the forked child, gives a
+        ``(select_notifications, decode)`` on connections and caches of its own."""
+        path, transcoder = file_of(self._recorder), getattr(decode, "__self__", None)
+        ours = getattr(decode, "__func__", None) is SealingTranscoder.decode and transcoder.keys is self._keys
+        if path is None or not ours:
+            return None
+        recorder, table, master = self._recorder, self._keys.table, self._keys.master
+
+        def open_child():
+            keys = KeyTable(table, master)  # its own caches; the table reconnects in a new process
+            reader = PrefetchingRecorder(recorder, keys, pages_in(path, recorder))
+            return reader.select_notifications, SealingTranscoder(keys).decode
+
+        return (open_child,)
 
     def __getattr__(self, name: str):
         return getattr(self._recorder, name)

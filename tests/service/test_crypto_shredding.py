@@ -117,7 +117,11 @@ def apply_edit(ledger, user_id: str, kind: str, value: str) -> set[str]:
     """Apply one edit; returns the personal values it gave."""
     if kind == "put":
         b = body(value, value)
-        ledger.replace_user("default", user_id, b, CAUSE)
+        try:
+            ledger.replace_user("default", user_id, b, CAUSE)
+        except Exception as error:  # another user of the plan has that userName (hypothesis draws such plans)
+            assert type(error).__name__ == "Uniqueness", error
+            return set()
         return personal(b)
     ops = {
         "title": [{"op": "replace", "path": "title", "value": value}],
@@ -134,7 +138,8 @@ def apply_edit(ledger, user_id: str, kind: str, value: str) -> set[str]:
     try:
         ledger.patch_user("default", user_id, ops, CAUSE)
     except Exception as error:  # a PATCH the schema refuses (e.g. no work address left) changes nothing
-        assert type(error).__name__ in ("NoTarget", "InvalidValue", "InvalidPath"), error
+        # (or a userName another user of the plan has: hypothesis draws such plans)
+        assert type(error).__name__ in ("NoTarget", "InvalidValue", "InvalidPath", "Uniqueness"), error
         return set()
     gave = {v for op in ops for v in personal({"x": op["value"]})} if kind not in ("disable", "remove title") else set()
     return gave | ({value} if kind != "disable" and value else set())
@@ -185,7 +190,8 @@ def check_store_and_erasure(runtime: Runtime, plan) -> None:
         kept = set().union(*(v for u, v in values.items() if u not in erased))  # values a live user also has
         for user_id, given in values.items():
             if user_id in erased:
-                assert leaked(opened, given - kept) == [], user_id
+                # (not a value that is part of a live user's, e.g. "Qab" of "Qab1@x.example")
+                assert leaked(opened, {v for v in given - kept if not any(v in k for k in kept)}) == [], user_id
                 assert fresh.event_store.keys.key(user_id) is None
             else:
                 assert fresh.event_store.keys.key(user_id) is not None
@@ -193,14 +199,15 @@ def check_store_and_erasure(runtime: Runtime, plan) -> None:
             history = fresh.audit.history(user_id) if fresh.audit.catch_up() is not None else []
             assert history[-1]["event"] == "User.PersonalDataErased"
             assert leaked(orjson.dumps(history), values[user_id] - kept) == []
-        # Replayed from scratch, every projection equals the live one. (One difference
-        # that is not erasure's: a live directory keeps a (tenant, kind) count row at 0
-        # once its last resource went, a rebuild that saw both in one page writes none.)
-        fresh.directory.conn.execute("DELETE FROM resource_counts WHERE n = 0")
-        recorder = fresh.ledger.recorder
-        for kind, live in (("directory", fresh.directory), ("audit", fresh.audit), ("activity", fresh.activity)):
-            checks = verify(kind, fresh.data, live, recorder, decode)
-            assert all(c.identical for c in checks), (kind, [c for c in checks if not c.identical])
+        # Replayed from scratch, every projection equals the live one.
+        # Read as `scimledger replay` reads (on SQLite a child process reads pages ahead),
+        # in pages of 4 events so that most of the log goes through that child.
+        recorder = fresh.event_store.rebuild_reader
+        with pytest.MonkeyPatch.context() as patch:
+            for kind, live in (("directory", fresh.directory), ("audit", fresh.audit), ("activity", fresh.activity)):
+                patch.setattr(type(live), "bulk_page", 4)
+                checks = verify(kind, fresh.data, live, recorder, decode)
+                assert all(c.identical for c in checks), (kind, [c for c in checks if not c.identical])
     finally:
         fresh.close()
 

@@ -1,0 +1,114 @@
+"""A rebuild's pages read ahead by a child process (projections.read_ahead): the same
+rows, decoded the same, as reading them in the process; its errors reach the rebuild;
+no child outlives the rebuild."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from adapters.store.sealing import MARK, SealingError
+from projections.directory import Directory
+from projections.log_pages import pages_of
+from projections.replay import PROJECTIONS, Recorder, rebuild
+from projections.tracking import utc_text
+from tests.samples import ENTRA_CREATE
+
+CAUSE = {"tenant": "default", "actor": "t-1", "actor_label": "entra", "request_id": "r-1"}
+
+
+@pytest.fixture
+def runtime(sqlite_runtime):
+    for n in range(7):
+        user = sqlite_runtime.ledger.provision_user("default", {**ENTRA_CREATE, "userName": f"u{n}@x.example",
+                                                               "externalId": f"x{n}"}, CAUSE)
+        if n % 2:
+            sqlite_runtime.ledger.patch_user("default", user.id, [{"op": "replace", "path": "active", "value": False}],
+                                             CAUSE)
+    return sqlite_runtime
+
+
+def pages(select, limit: int) -> list[list]:
+    """Every page of the directory's topics, asked for as ``catch_up`` asks."""
+    out, start = [], 1
+    while True:
+        page = select(start, limit, stop=None, topics=Directory.topics)
+        out.append(page)
+        if len(page) < limit:
+            return out
+        start = page[-1].id + 1
+
+
+def test_pages_read_ahead_are_the_pages_read_here_decoded(runtime):
+    store = runtime.event_store
+    reader = Recorder(store.rebuild_reader, decode=store.decode)
+    try:
+        ahead = pages(reader.select_notifications, 3)
+        assert reader._ahead is not None and reader._ahead.pages_ahead == len(ahead) - 1  # all but the first
+    finally:
+        reader.close()
+    here = [[(n.id, str(n.originator_id), n.originator_version, n.topic, store.decode(n.state)) for n in page]
+            for page in pages(pages_of(runtime.ledger.recorder), 3)]
+    assert [[same_time(*row) for row in page] for page in ahead] == [[same_time(*row) for row in page] for page in here]
+    assert isinstance(ahead[1][0].state["timestamp"], str)  # the stored text, which projections read with utc_text
+    assert reader.decode(ahead[1][0].state) is ahead[1][0].state  # the projection decodes nothing more
+    assert not multiprocessing.active_children()
+
+
+def same_time(*row) -> tuple:
+    *ids, state = row
+    return (*ids, {**state, "timestamp": utc_text(state["timestamp"])})
+
+
+@pytest.mark.parametrize("moment", [datetime(2026, 12, 1, 15, 17, 19, 675558, tzinfo=UTC),
+                                    datetime(2026, 12, 1, 15, 17, 19, tzinfo=UTC),
+                                    datetime(2026, 12, 1, 17, 17, 19, 5, tzinfo=timezone(timedelta(hours=2)))])
+def test_a_timestamp_as_stored_text_gives_the_datetimes_utc_text(moment):
+    assert utc_text(orjson.loads(orjson.dumps(moment))) == utc_text(moment)
+
+
+def test_only_a_sealed_sqlite_log_is_read_ahead(runtime):
+    store = runtime.event_store
+    assert Recorder(runtime.ledger.recorder, decode=store.decode)._ahead is None  # the library's recorder
+    assert Recorder(store.rebuild_reader, decode=store.decode_sealed)._ahead is None  # another decode
+    assert Recorder(store.rebuild_reader)._ahead is None  # no decode asked for
+
+
+def test_a_rebuild_in_pages_of_one_gives_the_live_resource_counts(runtime, monkeypatch):
+    """A tenant whose only user came and went has no count row, live or rebuilt, however
+    the pages fall (a count row at 0 is deleted)."""
+    gone = runtime.ledger.provision_user("other", {**ENTRA_CREATE, "userName": "gone@x.example"}, CAUSE)
+    runtime.ledger.deprovision_user("other", gone.id, CAUSE)
+    runtime.directory.catch_up()
+    counts = "SELECT tenant, kind, n FROM resource_counts ORDER BY 1, 2"
+    live = runtime.directory.conn.execute(counts).fetchall()
+    assert [row[0] for row in live] == ["default"]
+    monkeypatch.setattr(PROJECTIONS["directory"][0], "bulk_page", 1)
+    rebuild("directory", runtime.data, runtime.event_store.rebuild_reader, runtime.event_store.decode, grace=0)
+    runtime.directory.close()  # reopened on the rebuilt file
+    assert runtime.directory.conn.execute(counts).fetchall() == live
+
+
+def test_a_box_that_does_not_open_in_the_child_fails_the_rebuild_and_leaves_the_live_file(runtime, monkeypatch):
+    runtime.directory.catch_up()
+    live = runtime.data / "directory.sqlite3"
+    before = live.read_bytes()
+    path = runtime.data / "events.sqlite3"
+    conn = sqlite3.connect(path)
+    rowid, state = conn.execute("SELECT rowid, state FROM stored_events WHERE topic LIKE '%User.Provisioned' "
+                                "ORDER BY rowid DESC LIMIT 1").fetchone()
+    event = orjson.loads(state)
+    box = event["attributes"][MARK]
+    event["attributes"][MARK] = ("B" if box[0] != "B" else "C") + box[1:]
+    conn.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (orjson.dumps(event), rowid))
+    conn.commit()
+    conn.close()
+    monkeypatch.setattr(PROJECTIONS["directory"][0], "bulk_page", 2)  # the last user's page is the child's
+    with pytest.raises(SealingError, match="does not open"):
+        rebuild("directory", runtime.data, runtime.event_store.rebuild_reader, runtime.event_store.decode, grace=0)
+    assert live.read_bytes() == before
+    assert not multiprocessing.active_children()
