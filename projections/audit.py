@@ -23,18 +23,21 @@ import orjson
 from domain.model import Group, User
 from projections.audit_changes import (
     AUDITED,
-    CAUSE_KEYS,
     COLUMNS,
     CREATIONS,
     ERASED,
     EVENT_TYPES,
+    PREPARED,
     Page,
+    State,
+    ahead,
     change,
+    prepare,
     redact_changes,
     redact_rows,
 )
 from projections.audit_query import SLACK, Query, event_dict, event_types, is_uuid, parse_time, shift
-from projections.tracking import Events, TrackedProjection, topics_of, utc_text
+from projections.tracking import Events, TrackedProjection, topics_of
 
 __all__ = ["AuditLog", "Query", "VersionAt", "ERASED", "EVENT_TYPES", "event_dict", "event_types", "parse_time",
            "redact_changes"]
@@ -115,6 +118,7 @@ class AuditLog(TrackedProjection):
 
     topics = topics_of(*AUDITED)
     bulk_page = BULK_PAGE
+    prepare_ahead = staticmethod(ahead)
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None):
@@ -161,16 +165,20 @@ class AuditLog(TrackedProjection):
                     redact_rows(conn, resource_id)
                 else:
                     self._erasures.append(resource_id)  # redacted in end_bulk, with the index
-            row_state, changes, note = change(e.type, page.states.get(resource_id), state)
-            note = note or (state.get("cause") or {}).get("reason")  # an admin's reason (console, issue 13)
-            if row_state is None:
-                continue  # an event of a resource we never saw created: nothing to say
+            moment, cause, reason, creation = state.get(PREPARED) or prepare(e.type, state)
+            if creation is not None:
+                row_state, changes, note = State(*creation[:5]), creation[5], None
+            else:
+                row_state, changes, note = change(e.type, page.states.get(resource_id), state)
+                if row_state is None:
+                    continue  # an event of a resource we never saw created: nothing to say
+                changes = orjson.dumps(changes).decode()
             page.states[resource_id] = row_state
             row_state.dirty = True
             page.rows.append((
-                e.position, utc_text(state["timestamp"]), row_state.tenant, e.type.__qualname__, row_state.type, resource_id,
-                e.version, row_state.user_name, row_state.display_name,
-                *map((state.get("cause") or {}).get, CAUSE_KEYS), orjson.dumps(changes).decode(), note,
+                e.position, moment, row_state.tenant, e.type.__qualname__, row_state.type, resource_id,
+                e.version, row_state.user_name, row_state.display_name, *cause, changes,
+                note or reason,  # an admin's reason (console, issue 13)
             ))
             if e.type is Group.MembersAdded:
                 page.members.extend((m["value"], e.position) for m in state["members"])

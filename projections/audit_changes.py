@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import orjson
+from eventsourcing.utils import get_topic
 
 from domain.feeds import Feed
 from domain.model import Group, Token, User, flatten
 from projections import clients
+from projections.tracking import utc_text
 
 ERASED = "[erased]"
 
@@ -107,6 +109,34 @@ def change(event: type, known: State | None, state: dict) -> tuple[State | None,
     return known, changes, note
 
 
+# What of an audit row depends on its event alone (``prepare``), under this key of the
+# event's state when the read-ahead process of a rebuild worked it out (``ahead``).
+PREPARED = "$prepared"
+
+
+def prepare(event: type, state: dict) -> list:
+    """``[time, cause values, reason, creation]`` of an event's audit row; ``creation``:
+    ``[type, tenant, user_name, display_name, flat attributes, changes as JSON]`` of a
+    resource the event creates (None for other events). Reads nothing but the event."""
+    cause = state.get("cause") or {}
+    creation = None
+    created = _CREATIONS.get(event)
+    if created is not None:
+        after = created(state)
+        changes = [{"path": p, "old": None, "new": v} for p, v in _creation_order(event, after.attributes)]
+        creation = [after.type, after.tenant, after.user_name, after.display_name, after.attributes,
+                    orjson.dumps(changes).decode()]
+    return [utc_text(state["timestamp"]), [cause.get(k) for k in CAUSE_KEYS], cause.get("reason"), creation]
+
+
+def ahead(topic: str, state: dict) -> None:
+    """``prepare`` in the process reading a rebuild's pages ahead (``projections.read_ahead``),
+    which has a core of its own: the prepared values replace the attributes they came from."""
+    prepared = state[PREPARED] = prepare(_BY_TOPIC[topic], state)
+    if prepared[3] is not None:
+        state.pop("attributes", None)
+
+
 def _user_provisioned(state: dict) -> State:
     flat = flatten(state["attributes"], User.EXTENSIONS)
     return State("User", state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
@@ -197,6 +227,7 @@ _CHANGES: dict[type, Callable[[dict, dict], tuple[list[dict], str | None]]] = {
 }
 assert set(_CREATIONS) | set(_CHANGES) | set(clients.AUDITED) == set(AUDITED)
 CREATIONS = frozenset(_CREATIONS) | frozenset(clients.AUDITED_CREATIONS)  # ``change`` reads no state before these
+_BY_TOPIC = {get_topic(cls): cls for cls in AUDITED}
 
 
 def redact_rows(conn, resource_id: str) -> None:

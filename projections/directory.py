@@ -9,7 +9,6 @@ next catch-up rebuilds it from the start of the log. The page query is in
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,8 @@ from domain.model import Group, Token, User, apply_changes
 from domain.ports import StaleRead
 from projections import clients, directory_query
 from projections.directory_query import PageRow, ResourceRow, Source, TokenListing, TokenRow
-from projections.directory_schema import DDL, DEFERRED_INDEXES, INDEXES, MEMBER_INDEX, SCHEMA_VERSION
+from projections.directory_schema import (DDL, DEFERRED_INDEXES, INDEXES, MEMBER_INDEX, SCHEMA_VERSION, USER_COLUMNS,
+                                          update_user_sql, user_columns)
 from projections.tracking import Events, TrackedProjection, file_id, topics_of, utc_text
 
 __all__ = ["Directory", "PageRow", "ResourceRow", "Source", "TokenRow", "TokenListing", "file_id", "utc_text"]
@@ -60,6 +60,10 @@ class Directory(TrackedProjection):
         self.on_erased = on_erased
         self._counts: Counter = Counter()  # (tenant, kind) -> change, flushed with each page
         self._deferred: set[str] = set()  # indexes a bulk load builds at its end
+        # The user rows this page wrote, as written: (indexed columns, attributes). A later
+        # change of the same user in the page starts from here instead of reading the row
+        # back (a user's Provisioned and its first changes often share a page).
+        self._written: dict[str, tuple[tuple, dict]] = {}
         self._handlers = {cls: getattr(self, name) for cls, name in _HANDLERS.items()} | clients.handlers(utc_text)
         self.clients = clients.ClientQueries(lambda: self.conn)
         self._create_or_rebuild_schema()
@@ -69,6 +73,7 @@ class Directory(TrackedProjection):
         the next catch-up rebuilds it from the log (a read model never needs migrating)."""
         with self.transaction(immediate=True) as conn:
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                conn.execute("DELETE FROM resource_counts WHERE n = 0")  # kept by versions before _add_counts deleted them
                 return
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
             for table in tables:
@@ -100,6 +105,7 @@ class Directory(TrackedProjection):
 
     def apply(self, conn: sqlite3.Connection, events: Events) -> None:
         self._counts.clear()  # what a rolled-back page may have left
+        self._written.clear()
         handlers = self._handlers
         # Consecutive MembersAdded of one group (Entra adds members one request at a time)
         # are applied as one: nothing between them changes which members exist.
@@ -119,6 +125,7 @@ class Directory(TrackedProjection):
             handlers[event.type](conn, event.id, event.version, event.state)
         self._add_run(conn, run)
         _add_counts(conn, self._counts)
+        self._written.clear()
 
     def _add_run(self, conn, run: list) -> None:
         if run:
@@ -130,12 +137,15 @@ class Directory(TrackedProjection):
     def _user_provisioned(self, conn, user_id: str, version: int, state: dict) -> None:
         attributes = state["attributes"]
         moment = utc_text(state["timestamp"])
+        columns = user_columns(attributes)
         cursor = conn.execute(
             "INSERT OR IGNORE INTO users (id, tenant, user_name, external_id, display_name, active, "
             "work_email, created, last_modified, version, resource) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (user_id, state["tenant"], *_user_columns(attributes), moment, moment, version, orjson.dumps(attributes)),
+            (user_id, state["tenant"], *columns, moment, moment, version, orjson.dumps(attributes)),
         )
         self._counts[(state["tenant"], "User")] += cursor.rowcount
+        if cursor.rowcount:
+            self._written[user_id] = (columns, attributes)
 
     def _user_attributes_changed(self, conn, user_id: str, version: int, state: dict) -> None:
         self._update_user(conn, user_id, version, state, lambda a: apply_changes(a, state["changes"], User.EXTENSIONS))
@@ -147,20 +157,27 @@ class Directory(TrackedProjection):
         self._update_user(conn, user_id, version, state, lambda a: {**a, "active": True})
 
     def _update_user(self, conn, user_id: str, version: int, state: dict, change: Callable[[dict], dict]) -> None:
-        row = conn.execute(f"SELECT {', '.join(_USER_COLUMNS)}, resource FROM users WHERE id = ?", (user_id,)).fetchone()
-        if row is None:
-            return
-        attributes = change(orjson.loads(row[-1]))
-        columns = _user_columns(attributes)
+        written = self._written.get(user_id)
+        if written is not None:
+            before, attributes = written
+        else:
+            row = conn.execute(f"SELECT {', '.join(USER_COLUMNS)}, resource FROM users WHERE id = ?", (user_id,)).fetchone()
+            if row is None:
+                return
+            before, attributes = row[:-1], orjson.loads(row[-1])
+        attributes = change(attributes)
+        columns = user_columns(attributes)
         # Only the indexed columns whose value changes: setting one, even to the value it
         # has, rewrites its index entries (measured: twice the cost of the row's update).
-        changed = tuple(i for i, value in enumerate(columns) if value != row[i])
+        changed = tuple(i for i, value in enumerate(columns) if value != before[i])
         conn.execute(
-            _update_user_sql(changed),
+            update_user_sql(changed),
             (*(columns[i] for i in changed), utc_text(state["timestamp"]), version, orjson.dumps(attributes), user_id),
         )
+        self._written[user_id] = (columns, attributes)
 
     def _user_deprovisioned(self, conn, user_id: str, version: int, state: dict) -> None:
+        self._written.pop(user_id, None)
         for (tenant,) in conn.execute("DELETE FROM users WHERE id = ? RETURNING tenant", (user_id,)).fetchall():
             self._counts[(tenant, "User")] -= 1
         self._drop_member_everywhere(conn, user_id)
@@ -368,26 +385,3 @@ def _add_counts(conn, counts: Counter) -> None:
     conn.executemany("DELETE FROM resource_counts WHERE tenant = ? AND kind = ? AND n = 0",
                      [key for key, delta in counts.items() if delta < 0])
     counts.clear()
-
-
-_USER_COLUMNS = ("user_name", "external_id", "display_name", "active", "work_email")  # as _user_columns gives them
-
-
-@functools.cache
-def _update_user_sql(changed: tuple[int, ...]) -> str:
-    assigned = "".join(f"{_USER_COLUMNS[i]}=?, " for i in changed)
-    return f"UPDATE users SET {assigned}last_modified=?, version=?, resource=? WHERE id=?"
-
-
-def _user_columns(attributes: dict) -> tuple:
-    work_email = next(
-        (e.get("value") for e in attributes.get("emails", ()) if isinstance(e, dict) and e.get("type") == "work"),
-        None,
-    )
-    return (
-        attributes["userName"],
-        attributes.get("externalId"),
-        attributes.get("displayName"),
-        1 if attributes.get("active", True) else 0,
-        work_email,
-    )

@@ -7,6 +7,8 @@ Timestamps are UTC text of fixed width (``2025-01-07T10:00:00.000000Z``) and sor
 as they compare.
 """
 
+import functools
+
 # Bump when the tables or what the handlers write change: files of another version are
 # rebuilt from the log when opened.
 SCHEMA_VERSION = 4  # 3: OAuth clients (projections/clients.py); 4: the console's indexes (issue 13)
@@ -104,3 +106,28 @@ MEMBER_INDEX = "memberships_member"
 DEFERRED_INDEXES = tuple(name for name, sql in INDEXES.items()
                          if not sql.startswith("CREATE UNIQUE") and sql.split(" ON ")[1].split()[0] in ("users", "groups")
                          ) + (MEMBER_INDEX,)
+
+
+# -- the users columns the directory's handlers write ----------------------------------
+
+USER_COLUMNS = ("user_name", "external_id", "display_name", "active", "work_email")  # as user_columns gives them (projections.directory)
+
+
+@functools.cache
+def update_user_sql(changed: tuple[int, ...]) -> str:
+    assigned = "".join(f"{USER_COLUMNS[i]}=?, " for i in changed)
+    return f"UPDATE users SET {assigned}last_modified=?, version=?, resource=? WHERE id=?"
+
+
+def user_columns(attributes: dict) -> tuple:
+    work_email = next(
+        (e.get("value") for e in attributes.get("emails", ()) if isinstance(e, dict) and e.get("type") == "work"),
+        None,
+    )
+    return (
+        attributes["userName"],
+        attributes.get("externalId"),
+        attributes.get("displayName"),
+        1 if attributes.get("active", True) else 0,
+        work_email,
+    )
