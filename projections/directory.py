@@ -73,7 +73,7 @@ class Directory(TrackedProjection):
         the next catch-up rebuilds it from the log (a read model never needs migrating)."""
         with self.transaction(immediate=True) as conn:
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                conn.execute("DELETE FROM resource_counts WHERE n = 0")  # kept by versions before _add_counts deleted them
+                _drop_zero_counts(conn)
                 return
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
             for table in tables:
@@ -372,6 +372,16 @@ class Directory(TrackedProjection):
         for member_id, group_id, name in rows:
             result.setdefault(member_id, []).append((group_id, name))
         return result
+
+
+def _drop_zero_counts(conn) -> None:
+    """Rows at 0 that versions before ``_add_counts`` deleted them kept (left, harmless,
+    on a read-only disk: no row and 0 read the same)."""
+    if conn.execute("SELECT 1 FROM resource_counts WHERE n = 0 LIMIT 1").fetchone():
+        try:
+            conn.execute("DELETE FROM resource_counts WHERE n = 0")
+        except sqlite3.OperationalError:
+            pass
 
 
 def _add_counts(conn, counts: Counter) -> None:
