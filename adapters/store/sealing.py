@@ -182,6 +182,7 @@ class PrefetchingRecorder:
 
         def open_child():
             keys = KeyTable(table, master)  # its own caches; the table reconnects in a new process
+            keys.widen()  # it reads the whole log, as the rebuild reader's own key table was told
             reader = PrefetchingRecorder(recorder, keys, pages_in(path, recorder))
             return reader.select_notifications, SealingTranscoder(keys).decode
 
