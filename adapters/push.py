@@ -139,7 +139,7 @@ class PushWorker:
     def poke(self) -> None:
         """Something was recorded in this process: look at the head now."""
         if self.deliveries:
-            self.loop.wake()
+            self.loop.poke()
 
     def stop(self, wait: float = 5.0) -> None:
         self.stopping.set()

@@ -1,13 +1,16 @@
 """The delivery loop: one thread sends the SETs of every push feed a process holds.
 
 One selector over the feeds' non-blocking connections (adapters.push_http.Connection) and
-a wake-up pipe. Each turn: the sockets that are ready move their POST on; a POST past its
-deadline fails; the log's head is read when this process recorded something (``wake``)
-or every ``WATCH`` seconds (other processes and nodes); and every feed that is free — no
-POST in flight, not waiting for a retry, its lease long enough to cover a whole POST —
-starts its next SET. A feed has at most one SET in flight, so each feed's SETs go in log
-order; a slow or dead receiver only keeps its own feed waiting (its own deadline and
-backoff timer), and nothing here ever waits for a socket.
+a wake-up pipe. Each pass: the sockets that are ready move their POST on (an answered feed
+starts its next SET at once); the log's head is read when this process recorded something
+(``poke``) or every ``WATCH`` seconds (other processes and nodes); and on a turn — the head
+moved, the supervisor changed the feeds, a deadline or retry is due — a POST past its
+deadline fails and every feed that is free (no POST in flight, not waiting for a retry,
+its lease long enough to cover a whole POST) starts its next SET. A poke after a quiet
+moment is looked at at once; under a stream of saves the looks are ``LINGER`` apart, so a
+pass sends the changes of several saves. A feed has at most one SET in flight, so each
+feed's SETs go in log order; a slow or dead receiver only keeps its own feed waiting (its
+own deadline and backoff timer), and nothing here ever waits for a socket.
 
 Why one thread instead of one per feed: ten feed threads meant ten wake-ups and GIL
 hand-offs per SCIM write in the process that also serves requests; the context switches
@@ -31,6 +34,7 @@ from adapters.push_http import Connection, Failed, Refused
 log = logging.getLogger("scimledger.push")
 
 WATCH = 0.02  # seconds between looks at the log head while this process delivers feeds
+LINGER = 0.01  # seconds at least between two looks when poked: the saves of a busy moment go as one batch
 WAIT = 0.5  # seconds between turns with no feed to deliver
 PAUSE = 1.0  # seconds a feed waits after store trouble before it reads the log again
 
@@ -47,17 +51,27 @@ class DeliveryLoop:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._woken = False
+        self._poked = False  # a poke is pending (one pipe write per look at the head, however many saves)
+        self._turn_wanted = False
+        self._looked = 0.0
         self._registered: dict[object, tuple] = {}  # delivery -> (socket, fd, events)
 
+    def poke(self) -> None:
+        """This process recorded something: look at the log's head soon. Any thread."""
+        if not self._poked:
+            self._poked = True
+            self._write()
+
     def wake(self) -> None:
-        """Look at the log's head (and the feeds) now. Called from any thread."""
-        if not self._woken:
-            self._woken = True
-            try:
-                os.write(self._wake_w, b"\0")
-            except OSError:  # the pipe is full: a wake-up is pending anyway
-                pass
+        """The feeds changed (leases, a lost feed, a name resolved): a turn now. Any thread."""
+        self._turn_wanted = True
+        self._write()
+
+    def _write(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # the pipe is full: a wake-up is pending anyway
+            pass
 
     def close(self) -> None:
         for fd in (self._wake_r, self._wake_w):
@@ -79,16 +93,19 @@ class DeliveryLoop:
                     for key, _ in selector.select(max(0.0, min(look_at, turn_at) - time.monotonic())):
                         if key.data is None:
                             self._drain()
-                            look_at = turn_at = 0.0
+                            look_at = min(look_at, self._looked + LINGER)
                         elif self._ready(key.data):
                             answered.append(key.data)
                     for delivery in answered:  # their next SETs, after every answer that came is read
                         self._start_next(delivery, head, shared)
                         self._register(delivery)
+                    if self._turn_wanted:
+                        self._turn_wanted, look_at, turn_at = False, 0.0, 0.0
                     now = time.monotonic()
                     if now >= look_at:
-                        self._woken = False  # before the read: a write after it wakes the loop again
+                        self._poked = False  # before the read: a save after it pokes again
                         seen, head = head, self.feeds.head()
+                        self._looked = now
                         look_at = now + (WATCH if worker.deliveries else WAIT)
                         if head != seen:
                             turn_at = 0.0
