@@ -103,9 +103,10 @@ class DeliveryLoop:
                         self._turn_wanted, look_at, turn_at = False, 0.0, 0.0
                     now = time.monotonic()
                     if now >= look_at:
-                        self._poked = False  # before the read: a save after it pokes again
+                        poked, self._poked = self._poked, False  # before the read: a save after it pokes again
                         seen, head = head, self.feeds.head()
-                        self._looked = now
+                        if poked:  # (the looks every WATCH seconds do not make a poke wait)
+                            self._looked = now
                         look_at = now + (WATCH if worker.deliveries else WAIT)
                         if head != seen:
                             turn_at = 0.0
