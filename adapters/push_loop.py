@@ -102,7 +102,9 @@ class DeliveryLoop:
                     if self._turn_wanted:
                         self._turn_wanted, look_at, turn_at = False, 0.0, 0.0
                     now = time.monotonic()
-                    if now >= look_at:
+                    if now >= look_at and not worker.deliveries:  # (no feed here: no store query, as before)
+                        self._poked, look_at = False, now + WAIT
+                    elif now >= look_at:
                         poked, self._poked = self._poked, False  # before the read: a save after it pokes again
                         seen, head = head, self.feeds.head()
                         if poked:  # (the looks every WATCH seconds do not make a poke wait)
