@@ -27,7 +27,6 @@ from projections.audit_changes import (
     CREATIONS,
     ERASED,
     EVENT_TYPES,
-    PREPARED,
     Page,
     State,
     change,
@@ -117,10 +116,6 @@ class AuditLog(TrackedProjection):
 
     topics = topics_of(*AUDITED)
     bulk_page = BULK_PAGE
-    # Not ``audit_changes.ahead``: on two cores the read-ahead child then becomes the
-    # bottleneck (1M-event sealed log, quiet machine: 27,900 events/s with it, 34,800 and
-    # 37,000 without); ``apply`` works the same out itself.
-    prepare_ahead = None
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None):
@@ -167,7 +162,7 @@ class AuditLog(TrackedProjection):
                     redact_rows(conn, resource_id)
                 else:
                     self._erasures.append(resource_id)  # redacted in end_bulk, with the index
-            moment, cause, reason, creation = state.get(PREPARED) or prepare(e.type, state)
+            moment, cause, reason, creation = prepare(e.type, state)
             if creation is not None:
                 row_state, changes, note = State(*creation[:5]), creation[5], None
             else:

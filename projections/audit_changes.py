@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import orjson
-from eventsourcing.utils import get_topic
 
 from domain.feeds import Feed
 from domain.model import Group, Token, User, flatten
@@ -109,11 +108,6 @@ def change(event: type, known: State | None, state: dict) -> tuple[State | None,
     return known, changes, note
 
 
-# What of an audit row depends on its event alone (``prepare``), under this key of the
-# event's state when the read-ahead process of a rebuild worked it out (``ahead``).
-PREPARED = "$prepared"
-
-
 def prepare(event: type, state: dict) -> list:
     """``[time, cause values, reason, creation]`` of an event's audit row; ``creation``:
     ``[type, tenant, user_name, display_name, flat attributes, changes as JSON]`` of a
@@ -127,14 +121,6 @@ def prepare(event: type, state: dict) -> list:
         creation = [after.type, after.tenant, after.user_name, after.display_name, after.attributes,
                     orjson.dumps(changes).decode()]
     return [utc_text(state["timestamp"]), [cause.get(k) for k in CAUSE_KEYS], cause.get("reason"), creation]
-
-
-def ahead(topic: str, state: dict) -> None:
-    """``prepare`` in the process reading a rebuild's pages ahead (``projections.read_ahead``),
-    which has a core of its own: the prepared values replace the attributes they came from."""
-    prepared = state[PREPARED] = prepare(_BY_TOPIC[topic], state)
-    if prepared[3] is not None:
-        state.pop("attributes", None)
 
 
 def _user_provisioned(state: dict) -> State:
@@ -227,7 +213,6 @@ _CHANGES: dict[type, Callable[[dict, dict], tuple[list[dict], str | None]]] = {
 }
 assert set(_CREATIONS) | set(_CHANGES) | set(clients.AUDITED) == set(AUDITED)
 CREATIONS = frozenset(_CREATIONS) | frozenset(clients.AUDITED_CREATIONS)  # ``change`` reads no state before these
-_BY_TOPIC = {get_topic(cls): cls for cls in AUDITED}
 
 
 def redact_rows(conn, resource_id: str) -> None:

@@ -49,11 +49,11 @@ class ReadAhead:
     that gets its own reader from ``open_child`` (called in the child)."""
 
     def __init__(self, select: Callable[..., Sequence], decode: Callable[[bytes], dict],
-                 open_child: Callable[[], Reader], prepare: Callable[[str, dict], None] | None = None):
+                 open_child: Callable[[], Reader]):
         self._select, self._decode = select, decode
         context = multiprocessing.get_context("fork")
         self._pipe, theirs = context.Pipe()
-        self._child = context.Process(target=_serve, args=(theirs, self._pipe, open_child, prepare), daemon=True, name="replay-read-ahead")
+        self._child = context.Process(target=_serve, args=(theirs, self._pipe, open_child), daemon=True, name="replay-read-ahead")
         self._child.start()
         theirs.close()
         self._asked: tuple | None = None
@@ -102,10 +102,9 @@ def decoded(state: dict) -> dict:
 
 
 
-def _serve(pipe, parents, open_child: Callable[[], Reader], prepare: Callable[[str, dict], None] | None) -> None:
-    """The child: answer each asked page key with the page, decoded (and ``prepare``d, the
-    projection's ``prepare_ahead``), as JSON (``P``), or the exception that reading it
-    raised (``E``)."""
+def _serve(pipe, parents, open_child: Callable[[], Reader]) -> None:
+    """The child: answer each asked page key with the page, decoded, as JSON (``P``), or
+    the exception that reading it raised (``E``)."""
     parents.close()  # or the parent's closing it would not end our pipe
     gc.disable()  # decoded events hold no cycles (the parent's rebuild runs without it too)
     select, decode = open_child()
@@ -116,9 +115,6 @@ def _serve(pipe, parents, open_child: Callable[[], Reader], prepare: Callable[[s
             return
         try:
             rows = decoded_page(select, decode, key)
-            if prepare is not None:
-                for row in rows:
-                    prepare(row.topic, row.state)
             answer = b"P" + orjson.dumps([list(row) for row in rows])
         except Exception as error:
             try:

@@ -120,10 +120,6 @@ class TrackedProjection:
 
     topics: tuple[str, ...] = ()
     bulk_page: int | None = None  # events per transaction while bulk loading (None: PAGE)
-    # ``f(topic, state)``, run by a rebuild's read-ahead process on each decoded state
-    # (projections.read_ahead): work that depends on the event alone, left in the state
-    # for ``apply``, which must give the same without it (events read in this process).
-    prepare_ahead: Callable[[str, dict], None] | None = None
     scrub_pending = False  # an erasure was applied: truncate the write-ahead log (``erasure_applied``)
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
