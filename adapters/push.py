@@ -46,7 +46,7 @@ import uuid
 from collections import deque
 from pathlib import Path
 
-from adapters.push_loop import DeliveryLoop, backoff  # noqa: F401 - backoff: part of this module's story
+from adapters.push_loop import DeliveryLoop
 from adapters.store.feeds import Progress, utc_now
 
 log = logging.getLogger("scimledger.push")
@@ -203,9 +203,7 @@ class PushWorker:
                     delivery.lost.set()
                 continue
             if delivery is None:
-                delivery = Delivery(feed, self.store.state(feed.id, feed.start))
-                delivery.lease_until = asked + self.ttl
-                self.deliveries[feed.id] = delivery
+                delivery = self.deliveries[feed.id] = Delivery(feed, self.store.state(feed.id, feed.start))
             delivery.lease_until = asked + self.ttl
         self.loop.wake()
 

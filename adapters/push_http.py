@@ -3,8 +3,7 @@
 ``Connection`` never blocks: the delivery loop (adapters.push) drives the connections of
 all its feeds from one selector, calling ``advance()`` when a connection's socket is ready
 (``interest()``) and ``expire()`` once its ``deadline`` has passed, so a slow or dead
-receiver holds up nothing but its own feed. ``Receiver.post`` is the same client, blocking,
-for one receiver.
+receiver holds up nothing but its own feed.
 
 Written on a socket rather than with ``http.client`` because it runs once per SET per feed:
 ``http.client`` spends about 140 µs of CPU on a POST to a local receiver (most of it
@@ -34,7 +33,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from adapters.push_answer import MAX_HEAD, MAX_RESPONSE, parse_answer, reason_of  # noqa: F401 - MAX_*: the bounds
+from adapters.push_answer import MAX_RESPONSE, parse_answer, reason_of
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.6.2: a header name
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -149,33 +148,18 @@ class Connection:
         """Go as far as the socket allows: True when the receiver answered 202."""
         try:
             return self._advance()
-        except _Closed:
-            self.close()
-            if self._reused and not self._retried:  # the receiver closed the idle connection
-                self._retried = True
-                self._start()
-                return self._advance_or_fail()
-            self.state = _IDLE
-            raise Failed("RemoteDisconnected: the receiver closed the connection without answering") from None
-        except (OSError, ValueError) as error:
-            self.close()
-            if isinstance(error, ConnectionResetError | BrokenPipeError) and self._reused and not self._retried:
-                self._retried = True
-                self._start()
-                return self._advance_or_fail()
-            self.state = _IDLE
-            kind = "TimeoutError" if isinstance(error, TimeoutError | socket.timeout) else type(error).__name__
-            raise Failed(f"{kind}: {error}"[:200]) from None
-
-    def _advance_or_fail(self) -> bool:
-        try:
-            return self._advance()
         except (_Closed, OSError, ValueError) as error:
             self.close()
+            stale = isinstance(error, _Closed | ConnectionResetError | BrokenPipeError)
+            if stale and self._reused and not self._retried:  # the receiver closed the idle connection
+                self._retried = True  # once: the retry's own failure is reported below
+                self._start()
+                return self.advance()
             self.state = _IDLE
             if isinstance(error, _Closed):
                 raise Failed("RemoteDisconnected: the receiver closed the connection without answering") from None
-            raise Failed(f"{type(error).__name__}: {error}"[:200]) from None
+            kind = "TimeoutError" if isinstance(error, TimeoutError | socket.timeout) else type(error).__name__
+            raise Failed(f"{kind}: {error}"[:200]) from None
 
     # -- the state machine -----------------------------------------------------------
 
@@ -312,35 +296,3 @@ class Connection:
                 raise Refused(f"receiver refused the SET: {reason_of(body)}"[:300])
             raise Failed(f"HTTP {status} {reason}"[:200])
 
-
-class Receiver:
-    """A blocking ``post(token)`` over one Connection: returns on 202, raises Refused (400)
-    or Failed (anything else)."""
-
-    def __init__(self, url: str, header: tuple[str, str] | None, timeout: float):
-        self._resolved = threading.Event()
-        self.connection = Connection(url, header, timeout, wake=self._resolved.set)
-
-    @property
-    def sock(self):
-        return self.connection.sock
-
-    def close(self) -> None:
-        self.connection.close()
-
-    def post(self, token: str) -> None:
-        connection = self.connection
-        connection.begin(token)
-        with selectors.DefaultSelector() as selector:
-            while not connection.advance():
-                left = connection.deadline - time.monotonic()
-                if left <= 0:
-                    connection.expire()
-                interest = connection.interest()
-                if not interest:  # resolving
-                    self._resolved.wait(left)
-                    self._resolved.clear()
-                    continue
-                selector.register(connection.fileno(), interest)
-                selector.select(left)
-                selector.unregister(connection.fileno())

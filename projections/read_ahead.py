@@ -12,7 +12,7 @@ parent). Its timestamps stay the text JSON holds them as: every projection reads
 with ``utc_text``, which takes either (``projections.tracking.Event``).
 
 The child asks the store for nothing through its parent's connections (SQLite's rule for
-fork): the reader's ``for_child()`` opens its own, and is called in the child. The parent
+fork): the reader's ``open_child()`` opens its own, and is called in the child. The parent
 forks before it reads anything, so no transaction of its own is open on the log then.
 
 It is a guess at the next call: ``catch_up`` asks for ``start = last id + 1`` with the
@@ -98,8 +98,6 @@ class ReadAhead:
 def decoded(state: dict) -> dict:
     """The projection's ``decode`` for rows a ``ReadAhead`` decoded already."""
     return state
-
-
 
 
 def _serve(pipe, parents, open_child: Callable[[], Reader]) -> None:

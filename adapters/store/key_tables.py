@@ -19,6 +19,7 @@ import psycopg
 
 KEYS_TABLE = "scimledger_keys"
 CHECK_TABLE = "scimledger_key_check"
+INSERT_KEYS = f"INSERT INTO {KEYS_TABLE} (subject, tenant, wrapped, created) VALUES (?, ?, ?, ?)"  # SQLite
 
 
 class _SQLiteTable:
@@ -79,7 +80,7 @@ class _SQLiteTable:
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(f"INSERT INTO {KEYS_TABLE} (subject, tenant, wrapped, created) VALUES (?,?,?,?)", rows)
+                conn.executemany(INSERT_KEYS, rows)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

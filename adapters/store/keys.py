@@ -254,17 +254,18 @@ class KeyTable:
         try:
             yield
         except BaseException:
-            for subject in staged.made:
-                self._cache.discard(subject)
-                self._ciphers.discard(subject)
+            self._drop(staged.made)
             raise
         finally:
             left, made = staged.rows, staged.made
             staged.rows = staged.made = None
         if left:  # nothing was recorded that used them (no event saved): never written
-            for subject in made:
-                self._cache.discard(subject)
-                self._ciphers.discard(subject)
+            self._drop(made)
+
+    def _drop(self, subjects: Iterable[str]) -> None:
+        for subject in subjects:
+            self._cache.discard(subject)
+            self._ciphers.discard(subject)
 
     def take_staged(self) -> list[tuple[str, str, bytes, str]]:
         """The rows ``create`` staged on this thread and not written yet (the recorder writes them)."""

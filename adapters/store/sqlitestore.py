@@ -28,10 +28,8 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
-from adapters.store.key_tables import KEYS_TABLE
+from adapters.store.key_tables import INSERT_KEYS
 from adapters.store.locks import FileLocks
-
-INSERT_KEYS = f"INSERT INTO {KEYS_TABLE} (subject, tenant, wrapped, created) VALUES (?, ?, ?, ?)"
 
 _registry: dict[str, FileLocks] = {}
 _registry_lock = threading.Lock()

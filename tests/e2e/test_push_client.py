@@ -4,16 +4,50 @@ kept-alive connection that the receiver closed while idle."""
 
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
 import time
 
 import pytest
 
-from adapters.push_http import MAX_RESPONSE, Failed, Receiver, Refused
+from adapters.push_http import MAX_RESPONSE, Connection, Failed, Refused
 from tests.processes import free_port
 
 pytestmark = pytest.mark.e2e
+
+
+class Receiver:
+    """The delivery loop's client driven for one receiver, blocking: ``post(token)`` returns
+    on 202, raises Refused (400) or Failed (anything else)."""
+
+    def __init__(self, url: str, header: tuple[str, str] | None, timeout: float):
+        self._resolved = threading.Event()
+        self.connection = Connection(url, header, timeout, wake=self._resolved.set)
+
+    @property
+    def sock(self):
+        return self.connection.sock
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def post(self, token: str) -> None:
+        connection = self.connection
+        connection.begin(token)
+        with selectors.DefaultSelector() as selector:
+            while not connection.advance():
+                left = connection.deadline - time.monotonic()
+                if left <= 0:
+                    connection.expire()
+                interest = connection.interest()
+                if not interest:  # resolving
+                    self._resolved.wait(left)
+                    self._resolved.clear()
+                    continue
+                selector.register(connection.fileno(), interest)
+                selector.select(left)
+                selector.unregister(connection.fileno())
 
 
 class Scripted:
