@@ -159,10 +159,8 @@ class FeedLog:
         the position up to which the log has been considered: past it, nothing this feed
         delivers was skipped. A change cut by the end of a page waits for the next page."""
         names = _names_of(feed.resources)
-        window = self._from_tail(after, head, limit, names)
-        if window is not None:
-            page = window[0]
-        else:
+        page = self._from_tail(after, head, limit, names)
+        if page is None:
             topics = tuple(t for kind in feed.resources for t in TOPICS_OF_TYPE[kind])
             page = [self._record(n) for n in self.recorder.select_notifications(
                 start=after + 1, limit=limit, stop=head, topics=topics)]
@@ -177,10 +175,10 @@ class FeedLog:
             changes.pop()
         return changes, reached
 
-    def _from_tail(self, after: int, head: int, limit: int, names: frozenset) -> tuple[list[Record], int] | None:
+    def _from_tail(self, after: int, head: int, limit: int, names: frozenset) -> list[Record] | None:
         """The feed's records after ``after`` up to ``head`` (at most ``limit``) from the
-        shared tail window, read up to ``head`` first; and ``head``. None when ``after`` is
-        behind the window, or too far behind the head to start one there."""
+        shared tail window, read up to ``head`` first. None when ``after`` is behind the
+        window, or too far behind the head to start one there."""
         with self._tail_lock:
             if after > self._high or self._low < 0:  # ahead of the window (or none yet): start it here
                 if head - after > TAIL:
@@ -213,7 +211,7 @@ class FeedLog:
                 page.append(record)
                 if len(page) == limit:
                     break
-        return page, head
+        return page
 
     def _decoded(self, n) -> Record:
         return Record(n.id, str(n.originator_id), n.originator_version, NAME_OF_TOPIC[n.topic], self.decode(n.state))
