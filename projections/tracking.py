@@ -94,6 +94,9 @@ def utc_text(moment: datetime | str) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+CACHE_KIB = 512  # page cache per connection of a live projection
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -101,6 +104,9 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     # Deleted and overwritten values are zeroed, not left in free space (erasure, issue 11).
     conn.execute("PRAGMA secure_delete=ON")
+    # Every serving thread keeps a connection to each projection; at SQLite's default of
+    # 2,000 KiB each, their caches filled for minutes as the files grew (issue 15's soak).
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     return conn
 
 

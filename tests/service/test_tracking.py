@@ -5,6 +5,7 @@ SQLite file."""
 from __future__ import annotations
 
 import os
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -112,6 +113,23 @@ def test_each_thread_follows_a_file_swapped_in_under_the_path(tmp_path):
 
     names.catch_up()  # notices the swap and reopens
     assert "from the rebuilt file" in names.names()
+
+
+def test_every_thread_connection_has_the_bounded_page_cache(tmp_path):
+    ledger, _ = in_memory_ledger()
+    names = projection(ledger, tmp_path / "names.sqlite3")
+    caches = []
+
+    def read():
+        caches.append(names.conn.execute("PRAGMA cache_size").fetchone()[0])
+
+    read()
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    # KiB as a negative number (SQLite's form), the same on the second thread's own connection.
+    assert caches == [-tracking.CACHE_KIB, -tracking.CACHE_KIB]
+    assert tracking.CACHE_KIB < 2000  # below SQLite's default
 
 
 # utc_text: the one stored form of every timestamp, whatever the datetime it is given (its
