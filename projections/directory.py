@@ -50,6 +50,7 @@ class Directory(TrackedProjection):
 
     topics = topics_of(*_HANDLERS, *clients.HANDLED)  # + OAuth clients and access tokens (issue 14)
     bulk_page = 5000  # events per transaction while bulk loading
+    unread = ("cause", "originator_topic")  # fields no handler reads: a rebuild's read-ahead leaves them out
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None, on_erased: Callable[[str], None] | None = None):

@@ -9,7 +9,11 @@ halves are mostly Python and fight over the GIL at every SQLite call), a process
 child forked at the start of the rebuild reads and decodes page n+1 while the parent
 applies page n, and hands it over as one JSON document (one ``orjson.loads`` in the
 parent). Its timestamps stay the text JSON holds them as: every projection reads them
-with ``utc_text``, which takes either (``projections.tracking.Event``).
+with ``utc_text``, which takes either (``projections.tracking.Event``). The child parses
+as little as it can: an opened box's plaintext is JSON already and goes into the page as
+it is (``SealingTranscoder.decode_to_json``), and the fields the projection never reads
+(its ``unread``, e.g. the directory does not read an event's cause) are left out, so the
+parent parses half the JSON it would otherwise (measured on the 1M-event log).
 
 The child asks the store for nothing through its parent's connections (SQLite's rule for
 fork): the reader's ``open_child()`` opens its own, and is called in the child. The parent
@@ -43,17 +47,32 @@ def decoded_page(select: Callable[..., Sequence], decode: Callable[[bytes], dict
             for n in select(start, limit, stop=stop, topics=topics, inclusive_of_start=inclusive)]
 
 
+def _page_as_lists(select: Callable[..., Sequence], decode: Callable[[bytes], dict], key: tuple,
+                   unread: tuple[str, ...]) -> list:
+    start, limit, stop, topics, inclusive = key
+    rows = []
+    for n in select(start, limit, stop=stop, topics=topics, inclusive_of_start=inclusive):
+        state = decode(n.state)
+        for field in unread:
+            state.pop(field, None)
+        rows.append((n.id, str(n.originator_id), n.originator_version, n.topic, state))
+    return rows
+
+
 class ReadAhead:
     """``select_notifications`` whose rows come with ``state`` already decoded (give the
     projection ``decoded`` as its decode), the next page read ahead by a child process
-    that gets its own reader from ``open_child`` (called in the child)."""
+    that gets its own reader from ``open_child`` (called in the child). ``unread``: the
+    event fields the projection never reads (``TrackedProjection`` subclasses may name
+    them, e.g. the cause), which the child leaves out of what it hands over."""
 
     def __init__(self, select: Callable[..., Sequence], decode: Callable[[bytes], dict],
-                 open_child: Callable[[], Reader]):
+                 open_child: Callable[[], Reader], unread: tuple[str, ...] = ()):
         self._select, self._decode = select, decode
         context = multiprocessing.get_context("fork")
         self._pipe, theirs = context.Pipe()
-        self._child = context.Process(target=_serve, args=(theirs, self._pipe, open_child), daemon=True, name="replay-read-ahead")
+        self._child = context.Process(target=_serve, args=(theirs, self._pipe, open_child, unread), daemon=True,
+                                      name="replay-read-ahead")
         self._child.start()
         theirs.close()
         self._asked: tuple | None = None
@@ -100,9 +119,10 @@ def decoded(state: dict) -> dict:
     return state
 
 
-def _serve(pipe, parents, open_child: Callable[[], Reader]) -> None:
+def _serve(pipe, parents, open_child: Callable[[], Reader], unread: tuple[str, ...]) -> None:
     """The child: answer each asked page key with the page, decoded, as JSON (``P``), or
-    the exception that reading it raised (``E``)."""
+    the exception that reading it raised (``E``). Its ``decode`` gives states ready for
+    ``orjson.dumps`` (``SealingTranscoder.decode_to_json``: opened boxes as fragments)."""
     parents.close()  # or the parent's closing it would not end our pipe
     gc.disable()  # decoded events hold no cycles (the parent's rebuild runs without it too)
     select, decode = open_child()
@@ -112,8 +132,7 @@ def _serve(pipe, parents, open_child: Callable[[], Reader]) -> None:
         except EOFError:
             return
         try:
-            rows = decoded_page(select, decode, key)
-            answer = b"P" + orjson.dumps([list(row) for row in rows])
+            answer = b"P" + orjson.dumps(_page_as_lists(select, decode, key, unread))
         except Exception as error:
             try:
                 answer = b"E" + pickle.dumps(error)

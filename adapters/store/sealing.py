@@ -135,14 +135,35 @@ class SealingTranscoder(OrjsonTranscoder):
                 state["attributes"] = self._open(value, _erased_attributes)
         return obj
 
-    def _open(self, envelope: dict, erased) -> Any:
+    def decode_to_json(self, data: bytes) -> dict:
+        """The stored event for handing on as JSON (``projections.read_ahead``): its sealed
+        field opened, but as the plaintext JSON itself (an ``orjson.Fragment``, not parsed
+        here only to be written again), timestamps as the stored text. ``orjson.loads(
+        orjson.dumps(...))`` of it gives ``decode``'s dict, timestamps as text."""
+        obj = orjson.loads(data)
+        value = obj.get("attributes")
+        if value.__class__ is dict and MARK in value:
+            obj["attributes"] = self._open(value, _erased_attributes, orjson.Fragment)
+            return obj
+        value = obj.get("changes")
+        if value.__class__ is dict and MARK in value:
+            obj["changes"] = self._open(value, _erased_changes, orjson.Fragment)
+            return obj
+        state = obj.get("state")
+        if state.__class__ is dict:  # a snapshot
+            value = state.get("attributes")
+            if value.__class__ is dict and MARK in value:
+                state["attributes"] = self._open(value, _erased_attributes, orjson.Fragment)
+        return obj
+
+    def _open(self, envelope: dict, erased, parse=orjson.loads) -> Any:
         subject = envelope["for"]
         key = self.keys.key(subject)
         if key is None:
             return erased(envelope)
         box = binascii.a2b_base64(envelope[MARK])
         try:
-            return orjson.loads(key.decrypt(box[:12], box[12:], subject.encode()))
+            return parse(key.decrypt(box[:12], box[12:], subject.encode()))
         except InvalidTag:
             raise SealingError(f"a sealed value of user {subject} does not open with its key (altered?)") from None
 
@@ -173,7 +194,7 @@ class PrefetchingRecorder:
         """For ``projections.read_ahead``: ``(open_child,)`` when a child process can
         read this log itself (a SQLite file) and ``decode`` is this key table's
         transcoder's; None otherwise. ``open_child``, called in the forked child, gives a
-        ``(select_notifications, decode)`` on connections and caches of its own."""
+        ``(select_notifications, decode_to_json)`` on connections and caches of its own."""
         path, transcoder = file_of(self._recorder), getattr(decode, "__self__", None)
         ours = getattr(decode, "__func__", None) is SealingTranscoder.decode and transcoder.keys is self._keys
         if path is None or not ours:
@@ -184,7 +205,7 @@ class PrefetchingRecorder:
             keys = KeyTable(table, master)  # its own caches; the table reconnects in a new process
             keys.widen()  # it reads the whole log, as the rebuild reader's own key table was told
             reader = PrefetchingRecorder(recorder, keys, pages_in(path, recorder))
-            return reader.select_notifications, SealingTranscoder(keys).decode
+            return reader.select_notifications, SealingTranscoder(keys).decode_to_json
 
         return (open_child,)
 

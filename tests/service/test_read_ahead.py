@@ -74,6 +74,20 @@ def test_pages_read_ahead_are_the_pages_read_here_decoded(runtime):
     assert not live_children()
 
 
+def test_the_fields_a_projection_does_not_read_are_left_out_of_the_pages_read_ahead(runtime):
+    store = runtime.event_store
+    reader = Recorder(store.rebuild_reader, decode=store.decode, unread=Directory.unread)
+    try:
+        ahead = [row for page in pages(reader.select_notifications, 3)[1:] for row in page]
+    finally:
+        reader.close()
+    here = {n.id: store.decode(n.state) for n in pages_of(runtime.ledger.recorder)(1, 1000)}
+    assert ahead and all("cause" in here[row.id] for row in ahead)
+    for row in ahead:
+        assert set(row.state) == set(here[row.id]) - set(Directory.unread)
+        assert same_time(row.state) == same_time({k: v for k, v in here[row.id].items() if k not in Directory.unread})
+
+
 def same_time(*row) -> tuple:
     *ids, state = row
     return (*ids, {**state, "timestamp": utc_text(state["timestamp"])})
