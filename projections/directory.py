@@ -44,6 +44,13 @@ _HANDLERS = {
     Token.Revoked: "_token_revoked",
 }
 
+# A user's attributes after each change event (``state``: the event's).
+_USER_CHANGES: dict[type, Callable[[dict, dict], dict]] = {
+    User.AttributesChanged: lambda attributes, state: apply_changes(attributes, state["changes"], User.EXTENSIONS),
+    User.Deactivated: lambda attributes, state: {**attributes, "active": False},
+    User.Reactivated: lambda attributes, state: {**attributes, "active": True},
+}
+
 
 class Directory(TrackedProjection):
     """Implements ``domain.ports.DirectoryFacts`` and the queries the HTTP layer needs."""
@@ -111,7 +118,16 @@ class Directory(TrackedProjection):
         # Consecutive MembersAdded of one group (Entra adds members one request at a time)
         # are applied as one: nothing between them changes which members exist.
         run: list = []  # [group id, members, its last event]
+        # A user's Provisioned and the changes of that user right after it (one save of
+        # several events: an import, a create with its first PATCH) are written as one row.
+        born: list = []  # [its User.Provisioned, the changes that follow it]
         for event in events:
+            if born:
+                if event.type in _USER_CHANGES and event.id == born[0].id:
+                    born[1].append(event)
+                    continue
+                self._provision(conn, *born)
+                born = []
             if event.type is Group.MembersAdded:
                 if run and run[0] == event.id:
                     run[1] += event.state["members"]
@@ -123,7 +139,12 @@ class Directory(TrackedProjection):
             if run:
                 self._add_run(conn, run)
                 run = []
+            if event.type is User.Provisioned:
+                born = [event, []]
+                continue
             handlers[event.type](conn, event.id, event.version, event.state)
+        if born:
+            self._provision(conn, *born)
         self._add_run(conn, run)
         _add_counts(conn, self._counts)
         self._written.clear()
@@ -133,31 +154,59 @@ class Directory(TrackedProjection):
             group_id, members, last = run
             self._add_members(conn, group_id, last.version, last.state, members)
 
+    def _provision(self, conn, provisioned, changes: list) -> None:
+        """A user's Provisioned and the changes right after it: one INSERT of the outcome.
+        That is what applying them one by one gives when the INSERT meets the same
+        constraints as the first one would (same id, tenant and userName: ignored or not
+        alike) and nothing in between reads the row; else they are applied one by one."""
+        user_id, state = provisioned.id, provisioned.state
+        if changes:
+            attributes = state["attributes"]
+            for event in changes:
+                attributes = _USER_CHANGES[event.type](attributes, event.state)
+            if attributes.get("userName") == state["attributes"]["userName"]:
+                last = changes[-1]
+                if not self._insert_user(conn, user_id, state, attributes, last.version, last.state["timestamp"]):
+                    self._apply_each(conn, changes)  # ignored, as the first INSERT would have been
+                return
+        self._user_provisioned(conn, user_id, provisioned.version, state)
+        self._apply_each(conn, changes)
+
+    def _apply_each(self, conn, events: list) -> None:
+        for event in events:
+            self._handlers[event.type](conn, event.id, event.version, event.state)
+
     # -- event handlers ------------------------------------------------------------
 
     def _user_provisioned(self, conn, user_id: str, version: int, state: dict) -> None:
-        attributes = state["attributes"]
-        moment = utc_text(state["timestamp"])
+        self._insert_user(conn, user_id, state, state["attributes"], version, state["timestamp"])
+
+    def _insert_user(self, conn, user_id: str, state: dict, attributes: dict, version: int, modified) -> int:
+        """INSERT OR IGNORE of a user provisioned by ``state`` with ``attributes``, as of
+        ``version`` modified at ``modified``; returns the rows written (0: ignored)."""
+        created = utc_text(state["timestamp"])
         columns = user_columns(attributes)
         cursor = conn.execute(
             "INSERT OR IGNORE INTO users (id, tenant, user_name, external_id, display_name, active, "
             "work_email, created, last_modified, version, resource) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (user_id, state["tenant"], *columns, moment, moment, version, orjson.dumps(attributes)),
+            (user_id, state["tenant"], *columns, created, created if modified is state["timestamp"] else utc_text(modified),
+             version, orjson.dumps(attributes)),
         )
         self._counts[(state["tenant"], "User")] += cursor.rowcount
         if cursor.rowcount:
             self._written[user_id] = (columns, attributes)
+        return cursor.rowcount
 
     def _user_attributes_changed(self, conn, user_id: str, version: int, state: dict) -> None:
-        self._update_user(conn, user_id, version, state, lambda a: apply_changes(a, state["changes"], User.EXTENSIONS))
+        self._update_user(conn, user_id, version, state, _USER_CHANGES[User.AttributesChanged])
 
     def _user_deactivated(self, conn, user_id: str, version: int, state: dict) -> None:
-        self._update_user(conn, user_id, version, state, lambda a: {**a, "active": False})
+        self._update_user(conn, user_id, version, state, _USER_CHANGES[User.Deactivated])
 
     def _user_reactivated(self, conn, user_id: str, version: int, state: dict) -> None:
-        self._update_user(conn, user_id, version, state, lambda a: {**a, "active": True})
+        self._update_user(conn, user_id, version, state, _USER_CHANGES[User.Reactivated])
 
-    def _update_user(self, conn, user_id: str, version: int, state: dict, change: Callable[[dict], dict]) -> None:
+    def _update_user(self, conn, user_id: str, version: int, state: dict, change: Callable[[dict, dict], dict]) -> None:
         written = self._written.get(user_id)
         if written is not None:
             before, attributes = written
@@ -166,7 +215,7 @@ class Directory(TrackedProjection):
             if row is None:
                 return
             before, attributes = row[:-1], orjson.loads(row[-1])
-        attributes = change(attributes)
+        attributes = change(attributes, state)
         columns = user_columns(attributes)
         # Only the indexed columns whose value changes: setting one, even to the value it
         # has, rewrites its index entries (measured: twice the cost of the row's update).

@@ -178,3 +178,41 @@ def test_a_count_row_at_zero_an_older_version_kept_goes_when_the_file_is_opened(
         assert reopened.position() > 0  # kept, not rebuilt
     finally:
         reopened.close()
+
+
+def test_a_user_saved_with_its_first_changes_rebuilds_as_applied_event_by_event(runtime, monkeypatch):
+    """The directory writes a user's Provisioned and the changes of that user right after
+    it (one save) as one row; the file is the one that pages of one event (each event on
+    its own) give: renamed in that save, disabled, its name already taken (the INSERT is
+    ignored), renamed away from a taken name, and a change after another event."""
+    from domain.model import User
+
+    ledger = runtime.ledger
+
+    def saved(name: str, *changes: dict, later: dict | None = None) -> User:
+        attributes = {**ENTRA_CREATE, "userName": name}
+        user = User(tenant="default", attributes=attributes, cause=CAUSE)
+        for change in changes:
+            attributes = {**attributes, **change}
+            user.change(attributes, CAUSE)
+        ledger.save(user)
+        return user
+
+    saved("one@x.example", {"title": "Boss"}, {"active": False})
+    saved("two@x.example", {"userName": "two-b@x.example"}, {"displayName": "Two"})
+    saved("one@x.example", {"title": "Taken"})  # its userName is taken: never in the directory
+    saved("one@x.example", {"userName": "free@x.example"})  # taken, then renamed: still never in it
+    saved("three@x.example")
+    rows = "SELECT id, tenant, user_name, external_id, display_name, active, work_email, created, last_modified, " \
+           "version, resource FROM users ORDER BY id"
+    files = []
+    for page in (1, 10_000):  # event by event, then the whole log in one page
+        monkeypatch.setattr(PROJECTIONS["directory"][0], "bulk_page", page)
+        rebuild("directory", runtime.data, runtime.event_store.rebuild_reader, runtime.event_store.decode, grace=0)
+        runtime.directory.close()  # reopened on the rebuilt file
+        conn = runtime.directory.conn
+        files.append((conn.execute(rows).fetchall(), conn.execute("SELECT * FROM resource_counts").fetchall()))
+    assert files[0] == files[1]
+    names = sorted(r[2] for r in files[1][0])
+    assert "two-b@x.example" in names and "free@x.example" not in names and names.count("one@x.example") == 1
+    assert [r[5] for r in files[1][0] if r[2] == "one@x.example"] == [0]
