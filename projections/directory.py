@@ -3,8 +3,8 @@
 A ``TrackedProjection`` (projections/tracking.py): ``catch_up()`` applies new events and
 moves the tracked position in one SQLite transaction. Callers catch up before every read
 and after every write, which gives read-your-writes. Deleting the file loses nothing: the
-next catch-up rebuilds it from the start of the log. The page query is in
-``projections.directory_query``.
+next catch-up rebuilds it from the start of the log. The queries are in
+``projections.directory_reads`` (the page query in ``projections.directory_query``).
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import orjson
 
 from domain.model import Group, Token, User, apply_changes
 from domain.ports import StaleRead
-from projections import clients, directory_query
+from projections import clients
 from projections.directory_query import PageRow, ResourceRow, Source, TokenListing, TokenRow
+from projections.directory_reads import DirectoryReads
 from projections.directory_schema import (DDL, DEFERRED_INDEXES, INDEXES, MEMBER_INDEX, SCHEMA_VERSION, USER_COLUMNS,
                                           update_user_sql, user_columns)
 from projections.tracking import Events, TrackedProjection, file_id, topics_of, utc_text
@@ -52,7 +53,7 @@ _USER_CHANGES: dict[type, Callable[[dict, dict], dict]] = {
 }
 
 
-class Directory(TrackedProjection):
+class Directory(DirectoryReads, TrackedProjection):
     """Implements ``domain.ports.DirectoryFacts`` and the queries the HTTP layer needs."""
 
     topics = topics_of(*_HANDLERS, *clients.HANDLED)  # + OAuth clients and access tokens (issue 14)
@@ -356,72 +357,6 @@ class Directory(TrackedProjection):
         row = conn.execute("SELECT version FROM groups WHERE id = ?", (group_id,)).fetchone()
         if row is None or row[0] != group_version:
             raise StaleRead(group_id)
-
-    # -- queries -------------------------------------------------------------------
-
-    def token_by_hash(self, secret_hash: str) -> TokenRow | None:
-        row = self.conn.execute(
-            "SELECT id, tenant, label, scope, secret_hash, expires, revoked FROM tokens WHERE secret_hash = ?",
-            (secret_hash,),
-        ).fetchone()
-        return TokenRow._make(row) if row else None
-
-    def tokens(self) -> list[TokenListing]:
-        return [TokenListing._make(row) for row in self.conn.execute(
-            "SELECT id, tenant, label, scope, created, expires, revoked FROM tokens ORDER BY created"
-        )]
-
-    def user_row(self, tenant: str, user_id: str) -> ResourceRow | None:
-        row = self.conn.execute(
-            "SELECT id, created, last_modified, version, resource FROM users WHERE tenant = ? AND id = ?",
-            (tenant, user_id),
-        ).fetchone()
-        return ResourceRow._make(row) if row else None
-
-    def group_row(self, tenant: str, group_id: str) -> ResourceRow | None:
-        row = self.conn.execute(
-            "SELECT id, created, last_modified, version, resource FROM groups WHERE tenant = ? AND id = ?",
-            (tenant, group_id),
-        ).fetchone()
-        return ResourceRow._make(row) if row else None
-
-    def page(self, tenant: str, sources: list[Source], limit: int, *, descending: bool = False, offset: int = 0,
-             after: tuple | None = None, before: tuple | None = None) -> tuple[int, list[PageRow], bool]:
-        """One page of a query over one or more resource tables (several: a search at the
-        server root), and the total number of matches.
-
-        Rows are ``PageRow(kind, id, created, last_modified, version, resource, sort_value)``,
-        ordered by (sort value, created, id) — or (created, id) when no source sorts —
-        ascending or ``descending``. The page starts at ``offset`` (index paging), or
-        right after the key ``after`` / right before the key ``before`` (keyset paging: a
-        key is ``(sort_value, created, id)`` of a row, or ``(created, id)`` unsorted).
-        The boolean says whether more rows follow the page in its direction. The SQL in
-        ``sources`` comes from the filter compiler.
-        """
-        with self.transaction() as conn:  # the count and the page from one snapshot
-            return directory_query.page(conn, tenant, sources, limit, descending, offset, after, before)
-
-    def member_count(self, group_id: str) -> int:
-        row = self.conn.execute("SELECT member_count FROM groups WHERE id = ?", (group_id,)).fetchone()
-        return row[0] if row else 0
-
-    def members(self, group_id: str) -> Iterator[tuple[str, str]]:
-        """``(member_id, member_type)`` of a group, streamed in id order."""
-        return iter(self.conn.execute(
-            "SELECT member_id, member_type FROM memberships WHERE group_id = ? ORDER BY member_id", (group_id,)
-        ))
-
-    def groups_of_users(self, user_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
-        """For each user id, ``[(group_id, group displayName)]`` of its direct groups."""
-        result: dict[str, list[tuple[str, str]]] = {}
-        rows = self.conn.execute(
-            "SELECT m.member_id, g.id, g.display_name FROM memberships m JOIN groups g ON g.id = m.group_id "
-            "WHERE m.member_id IN (SELECT value FROM json_each(?)) ORDER BY g.display_name",
-            (orjson.dumps(user_ids),),
-        )
-        for member_id, group_id, name in rows:
-            result.setdefault(member_id, []).append((group_id, name))
-        return result
 
 
 def _drop_zero_counts(conn) -> None:
