@@ -188,13 +188,16 @@ def exclusive(data: Path) -> Iterator[None]:
 def open_fresh(kind: str, path: Path, recorder, decode):
     """A new projection of ``kind`` at ``path`` (whatever was there is removed first),
     set up for loading fast: nobody else reads it and a crash throws it away, so no WAL
-    and no fsync until ``_settle``. It loads in bulk mode (``TrackedProjection.begin_bulk``):
-    projections that can defer work to the end (the audit log's indexes) do."""
+    and no fsync until ``_settle``, and no rollback journal at all: a page that fails
+    fails the whole load, whose file is never swapped in (the next run removes it), so
+    nothing needs the pages as they were before it. It loads in bulk mode
+    (``TrackedProjection.begin_bulk``): projections that can defer work to the end (the
+    audit log's indexes) do."""
     _remove(path)
     projection = PROJECTIONS[kind][0](path, recorder, decode)
     conn = projection.conn
     conn.execute(f"PRAGMA cache_size={CACHE_PAGES}")
-    conn.execute("PRAGMA journal_mode=MEMORY")
+    conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
     projection.begin_bulk()
     return projection
