@@ -115,9 +115,10 @@ class Delivery:
 
 
 class PushWorker:
-    def __init__(self, feeds, node_lock: Path | None = None):
+    def __init__(self, feeds, node_lock: Path | None = None, pokes: int | None = None):
         self.feeds = feeds
         self.node_lock = node_lock
+        self.pokes = pokes  # a pipe's read end: a byte in it means "look at the head" (another process recorded)
         self._lock_file = None
         self.store = feeds.store
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -181,6 +182,9 @@ class PushWorker:
         except BlockingIOError:
             handle.close()
             return False
+        handle.truncate(0)
+        handle.write(b"%d\n" % os.getpid())  # who delivers (for operators and the tests)
+        handle.flush()
         self._lock_file = handle
         return True
 

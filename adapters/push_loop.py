@@ -37,6 +37,7 @@ WATCH = 0.02  # seconds between looks at the log head while this process deliver
 LINGER = 0.01  # seconds at least between two looks when poked: the saves of a busy moment go as one batch
 WAIT = 0.5  # seconds between turns with no feed to deliver
 PAUSE = 1.0  # seconds a feed waits after store trouble before it reads the log again
+_POKES = "pokes"  # the selector's mark of the pipe other processes poke
 
 
 def backoff(failures: int, cap: float) -> float:
@@ -84,6 +85,8 @@ class DeliveryLoop:
         worker = self.worker
         selector = self.selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, None)
+        if worker.pokes is not None:  # the server's workers' pokes (adapters.push_process)
+            selector.register(worker.pokes, selectors.EVENT_READ, _POKES)
         head, look_at, turn_at = -1, 0.0, 0.0
         try:
             while not worker.stopping.is_set():
@@ -92,7 +95,11 @@ class DeliveryLoop:
                     answered = []
                     for key, _ in selector.select(max(0.0, min(look_at, turn_at) - time.monotonic())):
                         if key.data is None:
-                            self._drain()
+                            self._drain(self._wake_r)
+                            look_at = min(look_at, self._looked + LINGER)
+                        elif key.data is _POKES:
+                            self._drain(worker.pokes)
+                            self._poked = True
                             look_at = min(look_at, self._looked + LINGER)
                         elif self._ready(key.data):
                             answered.append(key.data)
@@ -124,9 +131,10 @@ class DeliveryLoop:
             selector.close()
             worker.store.close()  # this thread's connection, if rendering opened one
 
-    def _drain(self) -> None:
+    @staticmethod
+    def _drain(fd: int) -> None:
         try:
-            while os.read(self._wake_r, 4096):
+            while os.read(fd, 4096):
                 pass
         except BlockingIOError:
             pass

@@ -3,16 +3,21 @@
 The arbiter process only prepares and closes; each worker builds its own Runtime after
 the fork, so no SQLite or PostgreSQL connection ever crosses a fork. The workers get
 their settings from the server object (``ScimLedgerServer.settings``), which the fork
-copies: not from environment variables.
+copies: not from environment variables. Push delivery (issue 12) runs in one more process
+the arbiter forks and keeps running (adapters.push_process), which builds its own Runtime
+the same way; the workers poke it when they record something.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging.config
+import sys
+import time
 from typing import Callable
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from adapters.bootstrap import Runtime, build_app
 from adapters.http.app import collapse_slashes
@@ -21,7 +26,7 @@ from adapters.http.readiness import Readiness
 from adapters.http.shared_limits import reset
 from adapters.http.worker import LIMITS
 from adapters.operator import issue_token, operator_cause
-from adapters.push import PushWorker
+from adapters.push_process import DeliveryProcess
 from adapters.retention import DailyRetention
 from adapters.settings import Settings, use_metrics_dir
 from adapters.store.tokens import hash_secret
@@ -45,31 +50,56 @@ class ScimLedgerServer(BaseApplication):
     def __init__(self, options: dict, settings: Settings):
         self.options = options
         self.settings = settings
-        self.push: PushWorker | None = None  # the worker's, after the fork
+        # Push delivery of the event feeds (issue 12): made before any fork, so that every
+        # worker inherits the pipe it pokes.
+        self.delivery = DeliveryProcess(settings) if settings.feeds.deliver else None
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
-        self.cfg.set("worker_exit", self.worker_exit)
 
     def load(self):  # runs in each worker, after the fork
         runtime = Runtime(self.settings, check_directory=False)
         # Build (or catch up) the directory from the log in the background; /readyz says
         # 503 until that is done, /healthz answers at once.
         readiness = Readiness(runtime.directory, max_lag=self.settings.ready_max_lag).start()
-        if runtime.feeds.settings.deliver:  # push delivery of the event feeds (issue 12)
-            self.push = PushWorker(runtime.feeds, node_lock=runtime.data / "push.lock").start()
-            runtime.recorded.listen(lambda count: self.push.poke())
+        if self.delivery is not None:
+            self.delivery.in_worker()
+            runtime.recorded.listen(self.delivery.poke)
         if self.settings.retention:  # the daily retention run: one process of all wins each day
             runtime.retention = DailyRetention.on(runtime).start()
         return collapse_slashes(build_app(runtime, readiness=readiness))
 
-    def worker_exit(self, server, worker) -> None:
-        """A worker stopping (restart, shutdown): its push feeds save where they are and
-        let go of their leases, so nothing is sent twice and another worker takes over at once."""
-        if self.push is not None:
-            self.push.stop()
+    def run(self):
+        try:
+            ServerArbiter(self).run()
+        except RuntimeError as e:  # (as gunicorn's BaseApplication.run)
+            print(f"\nError: {e}\n", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+
+class ServerArbiter(Arbiter):
+    """gunicorn's arbiter, keeping the push delivery process running beside the workers."""
+
+    def manage_workers(self):
+        super().manage_workers()
+        if self.app.delivery is not None:
+            self.app.delivery.ensure(self.LISTENERS)
+
+    def reap_workers(self):
+        if self.app.delivery is not None:
+            self.app.delivery.reap()  # before gunicorn's waitpid(-1) takes it for an unknown child
+        super().reap_workers()
+
+    def stop(self, graceful=True):
+        delivery = self.app.delivery
+        if delivery is None:
+            return super().stop(graceful)
+        delivery.terminate()
+        started = time.monotonic()
+        super().stop(graceful)
+        delivery.wait(max(1.0, self.cfg.graceful_timeout - (time.monotonic() - started)) if graceful else 1.0)
 
 
 def prepare(runtime: Runtime, base_url: str) -> None:

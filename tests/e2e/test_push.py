@@ -1,14 +1,18 @@
 """Push delivery (RFC 8935) by real ``scimledger serve`` processes to a real receiver on
 127.0.0.1: refused, timed out and failing receivers retried until they recover, a 400
 skipped, a dead receiver delaying no other feed, a SIGKILL mid-delivery losing and
-reordering nothing, and two nodes on PostgreSQL delivering each SET once (at-least-once
-at a kill). Every SET is verified with the JWKS the server publishes."""
+reordering nothing, the delivery process started again after a kill and ending with its
+arbiter, and two nodes on PostgreSQL delivering each SET once (at-least-once at a kill).
+Every SET is verified with the JWKS the server publishes."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import socket
+import sqlite3
 import uuid
 
 import pytest
@@ -155,6 +159,70 @@ def test_sigkill_mid_delivery_loses_and_reorders_nothing(tmp_path):
         claims = receiver.claims(jwks(server), feed["audience"])
         assert list(dict.fromkeys(c["sub_id"]["uri"] for c in claims)) == [f"/Users/{i}" for i in ids]
         assert len({c["jti"] for c in claims}) == len(claims)  # a retransmission has a new jti
+    finally:
+        server.stop()
+        receiver.close()
+
+
+def delivery_pid(data) -> int:
+    """The pid of the process delivering the node's feeds (it writes it into the node lock)."""
+    wait_for(lambda: (data / "push.lock").exists() and (data / "push.lock").read_text().strip(), 30,
+             "a delivery process to take the node lock")
+    return int((data / "push.lock").read_text())
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    return None if fields[0] == b"Z" else int(fields[1])  # (a zombie has ended)
+
+
+def test_the_delivery_process_is_started_again_after_a_kill(tmp_path):
+    data = tmp_path / "data"
+    receiver = Receiver(free_port()).start()
+    feed = create_feed(None, data, receiver.url)
+    server = node(tmp_path, "restart", data=data)
+    try:
+        server.start().wait_ready(path="/readyz")
+        ids = create_users(server, 5)
+        wait_for(lambda: len(set(receiver.txns())) == 5, 30, "the first five SETs")
+        first = delivery_pid(data)
+        assert parent_of(first) == server.process.pid  # in the server's process tree
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: parent_of(first) is None, 10, "the killed delivery process to be gone")
+        ids += create_users(server, 5)  # recorded while no process delivers
+        wait_for(lambda: delivery_pid(data) != first, 30, "another delivery process")
+        assert parent_of(delivery_pid(data)) == server.process.pid
+        # Once the killed process's leases ran out, the new one delivers the rest, in order.
+        wait_for(lambda: len(set(receiver.txns())) == 10, 60, "every SET after the restart")
+        uris = [c["sub_id"]["uri"] for c in receiver.claims(jwks(server), feed["audience"])]
+        assert list(dict.fromkeys(uris)) == [f"/Users/{i}" for i in ids]
+        assert resent(receiver.txns()) is not None, receiver.txns()  # in order, at most the unsaved tail again
+    finally:
+        server.stop()
+        receiver.close()
+
+
+def test_the_delivery_process_ends_with_its_arbiter_and_lets_go_of_its_feeds(tmp_path):
+    data = tmp_path / "data"
+    receiver = Receiver(free_port()).start()
+    feed = create_feed(None, data, receiver.url)
+    server = node(tmp_path, "orphan", data=data)
+    try:
+        server.start().wait_ready(path="/readyz")
+        create_users(server, 3)
+        wait_for(lambda: len(set(receiver.txns())) == 3, 30, "three SETs")
+        pid = delivery_pid(data)
+        os.kill(server.process.pid, signal.SIGKILL)  # the arbiter alone
+        wait_for(lambda: parent_of(pid) is None, 20, "the delivery process to end after its arbiter")
+        # It ended by stopping: what it delivered is saved and its lease released.
+        with sqlite3.connect(data / "events.sqlite3") as db:
+            leases = db.execute("SELECT COUNT(*) FROM scimledger_feed_lease").fetchone()[0]
+        assert leases == 0
+        assert feed_row(None, data, feed["id"])["lag"] == 0
     finally:
         server.stop()
         receiver.close()
