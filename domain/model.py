@@ -27,7 +27,7 @@ def flatten(attributes: dict, extension_uris: tuple[str, ...]) -> dict:
     (``<urn>:<attr>``): the granularity at which changes are recorded."""
     flat = {}
     for name, value in attributes.items():
-        if _is_extension(name, extension_uris) and isinstance(value, dict):
+        if isinstance(value, dict) and _is_extension(name, extension_uris):
             for sub_name, sub_value in value.items():
                 flat[f"{name}:{sub_name}"] = sub_value
         else:

@@ -28,19 +28,19 @@ from projections.audit_changes import (
     ERASED,
     EVENT_TYPES,
     Page,
-    State,
-    change,
-    prepare,
+    HANDLERS,
+    NO_CAUSE,
     redact_changes,
     redact_rows,
 )
 from projections.audit_query import SLACK, Query, event_dict, event_types, is_uuid, parse_time, shift
-from projections.tracking import Events, TrackedProjection, topics_of
+from projections.tracking import Events, TrackedProjection, topics_of, utc_text
 
 __all__ = ["AuditLog", "Query", "VersionAt", "ERASED", "EVENT_TYPES", "event_dict", "event_types", "parse_time",
            "redact_changes"]
 
 BULK_PAGE = 5000  # events per transaction while bulk loading
+NAMES = {event: event.__qualname__ for event in AUDITED}  # "User.Deactivated", ...
 
 DDL = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -152,9 +152,10 @@ class AuditLog(TrackedProjection):
     def apply(self, conn, events: Events) -> None:
         # Only the stored states the page reads: a resource it creates starts afresh.
         page = Page(conn, [i for i, first in events.first_types().items() if first not in CREATIONS])
+        states, rows, members = page.states, page.rows, page.members
         for e in events:
-            resource_id, state = e.id, e.state
-            if e.type is User.PersonalDataErased:
+            event, resource_id, state = e.type, e.id, e.state
+            if event is User.PersonalDataErased:
                 self.erasure_applied()
                 page.forget(resource_id)
                 if self._erasures is None:
@@ -162,25 +163,23 @@ class AuditLog(TrackedProjection):
                     redact_rows(conn, resource_id)
                 else:
                     self._erasures.append(resource_id)  # redacted in end_bulk, with the index
-            moment, cause, reason, creation = prepare(e.type, state)
-            if creation is not None:
-                row_state, changes, note = State(*creation[:5]), creation[5], None
-            else:
-                row_state, changes, note = change(e.type, page.states.get(resource_id), state)
-                if row_state is None:
-                    continue  # an event of a resource we never saw created: nothing to say
-                changes = orjson.dumps(changes).decode()
-            page.states[resource_id] = row_state
+            row_state, changes, note = HANDLERS[event](states.get(resource_id), state)
+            if row_state is None:
+                continue  # an event of a resource we never saw created: nothing to say
+            states[resource_id] = row_state
             row_state.dirty = True
-            page.rows.append((
-                e.position, moment, row_state.tenant, e.type.__qualname__, row_state.type, resource_id,
-                e.version, row_state.user_name, row_state.display_name, *cause, changes,
-                note or reason,  # an admin's reason (console, issue 13)
+            cause = (state.get("cause") or NO_CAUSE).get
+            rows.append((
+                e.position, utc_text(state["timestamp"]), row_state.tenant, NAMES[event], row_state.type,
+                resource_id, e.version, row_state.user_name, row_state.display_name, cause("actor"),
+                cause("actor_label"), cause("request_id"), cause("method"), cause("path"), cause("client"),
+                cause("user_agent"), changes,
+                note or cause("reason"),  # an admin's reason (console, issue 13)
             ))
-            if e.type is Group.MembersAdded:
-                page.members.extend((m["value"], e.position) for m in state["members"])
-            elif e.type is Group.MembersRemoved:
-                page.members.extend((m, e.position) for m in state["member_ids"])
+            if event is Group.MembersAdded:
+                members += [(m["value"], e.position) for m in state["members"]]
+            elif event is Group.MembersRemoved:
+                members += [(m, e.position) for m in state["member_ids"]]
         page.flush()
 
     # -- queries -------------------------------------------------------------------

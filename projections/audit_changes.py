@@ -12,7 +12,6 @@ import orjson
 from domain.feeds import Feed
 from domain.model import Group, Token, User, flatten
 from projections import clients
-from projections.tracking import utc_text
 
 ERASED = "[erased]"
 
@@ -26,7 +25,6 @@ AUDITED = (
 )
 EVENT_TYPES = tuple(cls.__qualname__ for cls in AUDITED)  # "User.Deactivated", ...
 
-CAUSE_KEYS = ("actor", "actor_label", "request_id", "method", "path", "client", "user_agent")
 COLUMNS = (
     "position, time, tenant, event, resource_type, resource_id, version, user_name, display_name, "
     "actor, actor_label, request_id, method, path, client, user_agent, changes, note"
@@ -87,42 +85,6 @@ class Page:
         self.members.clear()
 
 
-def change(event: type, known: State | None, state: dict) -> tuple[State | None, list[dict], str | None]:
-    """The resource's state after ``event`` (a class), the changes ``[{path, old, new}]``, a note."""
-    oauth = clients.audit_change(event.__qualname__, known, state, State)
-    if oauth is not None:
-        return oauth
-    created = _CREATIONS.get(event)
-    if created is not None:
-        after = created(state)
-        return after, [{"path": p, "old": None, "new": v} for p, v in _creation_order(event, after.attributes)], None
-    if known is None:
-        return None, [], None
-    flat = known.attributes
-    changes, note = _CHANGES[event](flat, state)
-    if known.type == "User" and event is not User.PersonalDataErased:
-        known.user_name = flat.get("userName")
-        known.display_name = flat.get("displayName")
-    elif known.type == "Group":
-        known.display_name = flat.get("displayName")
-    return known, changes, note
-
-
-def prepare(event: type, state: dict) -> list:
-    """``[time, cause values, reason, creation]`` of an event's audit row; ``creation``:
-    ``[type, tenant, user_name, display_name, flat attributes, changes as JSON]`` of a
-    resource the event creates (None for other events). Reads nothing but the event."""
-    cause = state.get("cause") or {}
-    creation = None
-    created = _CREATIONS.get(event)
-    if created is not None:
-        after = created(state)
-        changes = [{"path": p, "old": None, "new": v} for p, v in _creation_order(event, after.attributes)]
-        creation = [after.type, after.tenant, after.user_name, after.display_name, after.attributes,
-                    orjson.dumps(changes).decode()]
-    return [utc_text(state["timestamp"]), [cause.get(k) for k in CAUSE_KEYS], cause.get("reason"), creation]
-
-
 def _user_provisioned(state: dict) -> State:
     flat = flatten(state["attributes"], User.EXTENSIONS)
     return State("User", state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
@@ -144,10 +106,6 @@ def _feed_created(state: dict) -> State:
     """What the operator chose (issue 12), never the token hash or the sealed header value."""
     keys = ("label", "mode", "resources", "audience", "push_url", "push_header")
     return State("Feed", state["tenant"], None, state["label"], {k: state[k] for k in keys if state.get(k)})
-
-
-def _creation_order(event: type, flat: dict):
-    return flat.items() if event in (Token.Issued, Feed.Created) else sorted(flat.items())
 
 
 def _attributes_changed(flat: dict, state: dict) -> tuple[list[dict], None]:
@@ -212,7 +170,57 @@ _CHANGES: dict[type, Callable[[dict, dict], tuple[list[dict], str | None]]] = {
     Token.Revoked: _revoked, Feed.Revoked: _revoked, User.PersonalDataErased: _erased, User.Deprovisioned: _ended, Group.Deleted: _ended,
 }
 assert set(_CREATIONS) | set(_CHANGES) | set(clients.AUDITED) == set(AUDITED)
-CREATIONS = frozenset(_CREATIONS) | frozenset(clients.AUDITED_CREATIONS)  # ``change`` reads no state before these
+CREATIONS = frozenset(_CREATIONS) | frozenset(clients.AUDITED_CREATIONS)  # their handlers read no state before
+
+_dumps = orjson.dumps
+NO_CAUSE: dict = {}  # an event without one (older events)
+
+
+def _creation(event: type, created: Callable[[dict], State]):
+    as_given = event in (Token.Issued, Feed.Created)  # their attributes in the order they were given, others sorted
+
+    def handle(known: State | None, state: dict) -> tuple[State, str, None]:
+        after = created(state)
+        flat = after.attributes.items() if as_given else sorted(after.attributes.items())
+        return after, _dumps([{"path": p, "old": None, "new": v} for p, v in flat]).decode(), None
+
+    return handle
+
+
+def _changing(event: type, changed: Callable[[dict, dict], tuple[list[dict], str | None]]):
+    def handle(known: State | None, state: dict) -> tuple[State | None, str, str | None]:
+        if known is None:
+            return None, "[]", None
+        flat = known.attributes
+        changes, note = changed(flat, state)
+        if known.type == "User" and event is not User.PersonalDataErased:
+            known.user_name = flat.get("userName")
+            known.display_name = flat.get("displayName")
+        elif known.type == "Group":
+            known.display_name = flat.get("displayName")
+        return known, _dumps(changes).decode(), note
+
+    return handle
+
+
+def _oauth(event: type):
+    name = event.__qualname__
+
+    def handle(known: State | None, state: dict) -> tuple[State | None, str, str | None]:
+        after, changes, note = clients.audit_change(name, known, state, State)
+        return after, _dumps(changes).decode(), note
+
+    return handle
+
+
+# What each event makes of the resource's state: ``HANDLERS[event class](known state or
+# None, event) -> (state after, changes [{path, old, new}] as JSON text, note)``; the state
+# after is None for an event of a resource never seen created (no row).
+HANDLERS: dict[type, Callable[[State | None, dict], tuple[State | None, str, str | None]]] = {
+    **{event: _creation(event, created) for event, created in _CREATIONS.items()},
+    **{event: _changing(event, changed) for event, changed in _CHANGES.items()},
+    **{event: _oauth(event) for event in clients.AUDITED},
+}
 
 
 def redact_rows(conn, resource_id: str) -> None:
