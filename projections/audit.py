@@ -27,9 +27,11 @@ from projections.audit_changes import (
     CREATIONS,
     ERASED,
     EVENT_TYPES,
-    Page,
     HANDLERS,
     NO_CAUSE,
+    Page,
+    begin_loading_members,
+    load_members,
     redact_changes,
     redact_rows,
 )
@@ -135,10 +137,13 @@ class AuditLog(TrackedProjection):
         super().begin_bulk()
         for name in INDEXES:
             self.conn.execute(f"DROP INDEX IF EXISTS {name}")
+        begin_loading_members(self.conn)
         self._erasures = []
 
     def end_bulk(self) -> None:
         super().end_bulk()
+        with self.transaction(immediate=True) as conn:
+            load_members(conn)
         self._create_indexes()
         erasures, self._erasures = self._erasures or [], None
         if erasures:
@@ -151,7 +156,7 @@ class AuditLog(TrackedProjection):
 
     def apply(self, conn, events: Events) -> None:
         # Only the stored states the page reads: a resource it creates starts afresh.
-        page = Page(conn, [i for i, first in events.first_types().items() if first not in CREATIONS])
+        page = Page(conn, [i for i, first in events.first_types().items() if first not in CREATIONS], self.bulk)
         states, rows, members = page.states, page.rows, page.members
         for e in events:
             event, resource_id, state = e.type, e.id, e.state
