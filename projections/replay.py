@@ -188,7 +188,7 @@ def exclusive(data: Path) -> Iterator[None]:
 def open_fresh(kind: str, path: Path, recorder, decode):
     """A new projection of ``kind`` at ``path`` (whatever was there is removed first),
     set up for loading fast: nobody else reads it and a crash throws it away, so no WAL
-    and no fsync until ``_settle``, and no rollback journal at all: a page that fails
+    and no fsync until ``rebuild`` syncs the whole file once before the swap, and no rollback journal at all: a page that fails
     fails the whole load, whose file is never swapped in (the next run removes it), so
     nothing needs the pages as they were before it. It loads in bulk mode
     (``TrackedProjection.begin_bulk``): projections that can defer work to the end (the
@@ -244,6 +244,7 @@ def rebuild(kind: str, data: Path, recorder, decode, stream: TextIO | None = Non
             _remove(stale)
     projection, progress = _build(kind, building, recorder, decode, stream)
     _settle(projection)
+    _sync(building)  # the bulk load wrote with synchronous=OFF; before the swap (and before workers wait on the lock)
     if before_swap is not None:
         before_swap()
     lock = connect(live)
@@ -260,7 +261,7 @@ def rebuild(kind: str, data: Path, recorder, decode, stream: TextIO | None = Non
         os.symlink(generation.name, link)
         old = Path(os.path.realpath(live))
         os.replace(link, live)
-        _sync_directory(data)
+        _sync(data)  # the renames
     finally:
         if lock.in_transaction:
             lock.execute("ROLLBACK")
@@ -276,7 +277,8 @@ def rebuild(kind: str, data: Path, recorder, decode, stream: TextIO | None = Non
     return Rebuilt(kind, progress.events, seconds, position)
 
 
-def _sync_directory(path: Path) -> None:
+def _sync(path: Path) -> None:
+    """fsync a file or a directory."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
