@@ -112,27 +112,16 @@ class SealingTranscoder(OrjsonTranscoder):
         self.keys = keys
 
     def decode(self, data: bytes) -> dict:
-        obj = orjson.loads(data)
+        obj = self._opened(orjson.loads(data), orjson.loads)
         moment = obj.get("timestamp")
         if moment.__class__ is str:
             obj["timestamp"] = datetime.fromisoformat(moment)
-        value = obj.get("attributes")
-        if value.__class__ is dict and MARK in value:
-            obj["attributes"] = self._open(value, _erased_attributes)
-            return obj
-        value = obj.get("changes")
-        if value.__class__ is dict and MARK in value:
-            obj["changes"] = self._open(value, _erased_changes)
-            return obj
         state = obj.get("state")
         if state.__class__ is dict:  # a snapshot
             for key in _TIMES:
                 moment = state.get(key)
                 if moment.__class__ is str:
                     state[key] = datetime.fromisoformat(moment)
-            value = state.get("attributes")
-            if value.__class__ is dict and MARK in value:
-                state["attributes"] = self._open(value, _erased_attributes)
         return obj
 
     def decode_to_json(self, data: bytes) -> dict:
@@ -140,23 +129,27 @@ class SealingTranscoder(OrjsonTranscoder):
         field opened, but as the plaintext JSON itself (an ``orjson.Fragment``, not parsed
         here only to be written again), timestamps as the stored text. ``orjson.loads(
         orjson.dumps(...))`` of it gives ``decode``'s dict, timestamps as text."""
-        obj = orjson.loads(data)
+        return self._opened(orjson.loads(data), orjson.Fragment)
+
+    def _opened(self, obj: dict, parse) -> dict:
+        """``obj`` with its one sealed field (an event's attributes or changes, a
+        snapshot's attributes) opened, the plaintext given to ``parse``."""
         value = obj.get("attributes")
         if value.__class__ is dict and MARK in value:
-            obj["attributes"] = self._open(value, _erased_attributes, orjson.Fragment)
+            obj["attributes"] = self._open(value, _erased_attributes, parse)
             return obj
         value = obj.get("changes")
         if value.__class__ is dict and MARK in value:
-            obj["changes"] = self._open(value, _erased_changes, orjson.Fragment)
+            obj["changes"] = self._open(value, _erased_changes, parse)
             return obj
         state = obj.get("state")
         if state.__class__ is dict:  # a snapshot
             value = state.get("attributes")
             if value.__class__ is dict and MARK in value:
-                state["attributes"] = self._open(value, _erased_attributes, orjson.Fragment)
+                state["attributes"] = self._open(value, _erased_attributes, parse)
         return obj
 
-    def _open(self, envelope: dict, erased, parse=orjson.loads) -> Any:
+    def _open(self, envelope: dict, erased, parse) -> Any:
         subject = envelope["for"]
         key = self.keys.key(subject)
         if key is None:
