@@ -69,10 +69,14 @@ class Delivery:
         self.lost = threading.Event()  # its lease is gone, or the feed revoked: stop
         self.done = False  # the delivery loop let go of it (lost, or stopping)
         # The delivery loop's (adapters.push_loop): the feed as of the last read of the log,
-        # the changes read and not yet sent (the first one in flight), how far that read went.
+        # the changes read and not yet sent (the first one in flight), how far that read went;
+        # the SETs of the first of those changes, signed ahead (None: it sends nothing), with
+        # how many erased subjects the registry knew then and when.
         self.view = feed
         self.queue: deque = deque()
         self.reached = self.position
+        self.signed: deque = deque()
+        self.signed_erased = self.signed_at = 0
         self.connection = None
         self.paused_until = 0.0
         self._lock = threading.Lock()
@@ -91,6 +95,27 @@ class Delivery:
                 self.last_error, self.error_at = error, utc_now()
             if delivered or skipped:
                 self.failures, self.next_attempt = 0, None
+            self._changes += 1
+
+    def forget_queue(self) -> None:
+        """The changes read and the SETs signed ahead go: read again from the position."""
+        self.queue.clear()
+        self.signed.clear()
+        self.reached = self.position
+
+    def pop_change(self):
+        """The first change read (its SET answered, or it sends nothing), gone from the queue."""
+        if self.signed:
+            self.signed.popleft()
+        return self.queue.popleft()
+
+    def accepted(self, position: int) -> None:
+        """``moved(position, delivered=1)``, once per SET: the receiver answered 202."""
+        with self._lock:
+            self.position = position
+            self.delivered += 1
+            self.last_delivery = utc_now()
+            self.failures, self.next_attempt = 0, None
             self._changes += 1
 
     def failed(self, error: str, next_attempt: float) -> None:

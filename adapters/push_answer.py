@@ -48,6 +48,18 @@ def parse_answer(buffer: bytes, closed: bool) -> tuple[int, str, bytes, bool, in
     return None
 
 
+def plain_accepted(chunk: bytes) -> bool:
+    """Whether ``chunk`` is exactly one whole ``HTTP/1.1 202`` answer with ``Content-Length:
+    0`` and no other framing or ``Connection`` field: what receivers nearly always send,
+    told in a few C calls. Whatever else is read by ``parse_answer``, which takes such an
+    answer the same way (202, the connection kept)."""
+    if not chunk.startswith(b"HTTP/1.1 202 ") or chunk.find(b"\r\n\r\n") != len(chunk) - 4:
+        return False
+    lower = chunk.lower()
+    return b"\r\ncontent-length: 0\r\n" in lower and b"\r\ntransfer-encoding:" not in lower \
+        and b"\r\nconnection:" not in lower
+
+
 def _more(closed: bool) -> None:
     if closed:
         raise ConnectionResetError("the receiver closed the connection mid-answer")

@@ -33,7 +33,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from adapters.push_answer import MAX_RESPONSE, parse_answer, reason_of
+from adapters.push_answer import MAX_RESPONSE, parse_answer, plain_accepted, reason_of
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.6.2: a header name
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -125,8 +125,8 @@ class Connection:
             self.sock = None
         self._buffer = b""
 
-    def begin(self, token: str) -> None:
-        body = token.encode()
+    def begin(self, token: str | bytes) -> None:
+        body = token if isinstance(token, bytes) else token.encode()
         self._whole = b"%s%d\r\n\r\n%s" % (self.head, len(body), body)
         self.deadline = time.monotonic() + self.timeout
         self._retried = False
@@ -213,7 +213,12 @@ class Connection:
         self.state, self._want = _HANDSHAKE, WRITE
 
     def _advance(self) -> bool:
-        if self.state == _IDLE:
+        state = self.state
+        if state == _READING:  # (the usual two first: a kept-alive connection answering, or sending)
+            return self._read()
+        if state == _SENDING:
+            return self._send()
+        if state == _IDLE:
             if self.sock is not None:
                 self._idle_ready()
             return False
@@ -246,17 +251,20 @@ class Connection:
                 return False
             self.state = _SENDING
         if self.state == _SENDING:
-            while self._request:
-                try:
-                    sent = self.sock.send(self._request)
-                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                    return False
-                self._request = self._request[sent:]
-            self.state = _READING
-            return False  # the answer takes a while: the socket's readiness says when (no idle recv)
+            return self._send()
         if self.state == _READING:
             return self._read()
         return False
+
+    def _send(self) -> bool:
+        while self._request:
+            try:
+                sent = self.sock.send(self._request)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return False
+            self._request = self._request[sent:]
+        self.state = _READING
+        return False  # the answer takes a while: the socket's readiness says when (no idle recv)
 
     def _idle_ready(self) -> None:
         """A kept-alive connection became readable between POSTs: the receiver closed it (or
@@ -275,6 +283,9 @@ class Connection:
                 chunk = self.sock.recv(MAX_RESPONSE)
             except (BlockingIOError, ssl.SSLWantReadError):
                 return False
+            if not self._buffer and plain_accepted(chunk):  # the usual answer, whole in one read
+                self.state = _IDLE
+                return True
             if chunk:
                 self._answered = True
                 self._buffer += chunk

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import itertools
 import random
 import selectors
 import time
@@ -37,6 +38,8 @@ WATCH = 0.02  # seconds between looks at the log head while this process deliver
 LINGER = 0.01  # seconds at least between two looks when poked: the saves of a busy moment go as one batch
 WAIT = 0.5  # seconds between turns with no feed to deliver
 PAUSE = 1.0  # seconds a feed waits after store trouble before it reads the log again
+AHEAD = 16  # changes of a feed whose SETs are signed at a time
+AHEAD_AGE = 10.0  # seconds a SET signed ahead may wait to be sent (its iat), else it is signed again
 _POKES = "pokes"  # the selector's mark of the pipe other processes poke
 
 
@@ -56,6 +59,7 @@ class DeliveryLoop:
         self._turn_wanted = False
         self._looked = 0.0
         self._registered: dict[object, tuple] = {}  # delivery -> (socket, fd, events)
+        self._signed: list[tuple] = []  # (delivery, its next SET) signed in this pass, to send
 
     def poke(self) -> None:
         """This process recorded something: look at the log's head soon. Any thread."""
@@ -105,6 +109,8 @@ class DeliveryLoop:
                             answered.append(key.data)
                     for delivery in answered:  # their next SETs, after every answer that came is read
                         self._start_next(delivery, head, shared)
+                    self._send_signed()
+                    for delivery in answered:
                         self._register(delivery)
                     if self._turn_wanted:
                         self._turn_wanted, look_at, turn_at = False, 0.0, 0.0
@@ -153,9 +159,8 @@ class DeliveryLoop:
         Returns when the next turn is due (the next deadline or retry at the latest)."""
         worker, now, wall = self.worker, time.monotonic(), time.time()
         due = now + WAIT
-        for delivery in list(worker.deliveries.values()):
-            if delivery.done:
-                continue
+        deliveries = [d for d in worker.deliveries.values() if not d.done]
+        for delivery in deliveries:
             connection = delivery.connection
             if connection is not None and connection.busy:
                 if now >= connection.deadline:
@@ -167,6 +172,8 @@ class DeliveryLoop:
                     self._advance(delivery)
             if connection is None or not connection.busy:
                 self._start_next(delivery, head, shared)
+        self._send_signed()
+        for delivery in deliveries:
             self._register(delivery)
             if delivery.connection is not None and delivery.connection.busy:
                 due = min(due, delivery.connection.deadline)
@@ -183,10 +190,15 @@ class DeliveryLoop:
         try:
             self._next(delivery, head, shared)
         except Exception:  # noqa: BLE001 - store trouble: this feed pauses, the others go on
-            log.warning("push %s: cannot read its changes", delivery.feed.id, exc_info=True)
-            delivery.queue.clear()
-            delivery.reached = delivery.position
-            delivery.paused_until = time.monotonic() + PAUSE
+            self._trouble(delivery, "cannot read its changes")
+
+    @staticmethod
+    def _trouble(delivery, what: str) -> None:
+        log.warning("push %s: %s", delivery.feed.id, what, exc_info=True)
+        if delivery.connection is not None:
+            delivery.connection.abandon()
+        delivery.forget_queue()
+        delivery.paused_until = time.monotonic() + PAUSE
 
     def _next(self, delivery, head: int, shared: dict) -> None:
         """Start the feed's next SET, if it may send now."""
@@ -218,34 +230,61 @@ class DeliveryLoop:
                     if delivery.reached <= delivery.position:
                         return  # (the log read gave nothing new: the next turn reads again)
                     continue
-            change = delivery.queue[0]
-            rendered = feeds.render(delivery.view, change)
-            if rendered is None:
-                delivery.queue.popleft()
-                delivery.moved(change.end)
+            if not delivery.signed or delivery.signed_erased != len(feeds.registry.erased) \
+                    or time.monotonic() - delivery.signed_at > AHEAD_AGE:
+                self._sign_ahead(delivery)
+            token = delivery.signed[0]
+            if token is None:
+                delivery.moved(delivery.pop_change().end)
                 continue
-            if delivery.connection is None:
-                delivery.connection = Connection(delivery.feed.push_url, feeds.push_header(delivery.feed),
-                                                 feeds.settings.push_timeout, wake=self.wake)
-            delivery.connection.begin(rendered[1])
-            self._advance(delivery)
-            if delivery.connection.busy or delivery.next_attempt:
-                return
+            self._signed.append((delivery, token))
+            return
+
+    def _sign_ahead(self, delivery) -> None:
+        """Sign the SETs of the feed's next ``AHEAD`` changes now. Signatures made one
+        after another cost about half of one made alone after a wake-up (cold caches), and
+        a feed with changes queued would otherwise sign each after its previous answer woke
+        this thread. Each is sent once at most (its own ``jti``); an erasure the registry
+        learns of meanwhile, or ``AHEAD_AGE``, has them signed again before sending."""
+        sign, view, queue, signed = self.feeds.sign_set, delivery.view, delivery.queue, delivery.signed
+        signed.clear()
+        delivery.signed_erased = len(self.feeds.registry.erased)
+        delivery.signed_at = time.monotonic()
+        for change in itertools.islice(queue, AHEAD):
+            done = sign(view, change)
+            signed.append(None if done is None else done[1])
+
+    def _send_signed(self) -> None:
+        """Send the SETs signed since the last call, each to its feed's receiver. (Signed
+        all first, then sent: a send wakes a receiver, which on a busy machine takes the
+        CPU and its caches, and a signature started cold costs about twice as much.)"""
+        signed, self._signed = self._signed, []
+        feeds = self.feeds
+        for delivery, token in signed:
+            try:
+                connection = delivery.connection
+                if connection is None:
+                    connection = delivery.connection = Connection(
+                        delivery.feed.push_url, feeds.push_header(delivery.feed), feeds.settings.push_timeout,
+                        wake=self.wake)
+                connection.begin(token)
+                self._advance(delivery)
+            except Exception:  # noqa: BLE001 - e.g. its header does not open: this feed pauses, the others go on
+                self._trouble(delivery, "cannot send")
 
     def _advance(self, delivery) -> None:
         try:
             if not delivery.connection.advance():
                 return
         except Refused as refused:
-            delivery.moved(delivery.queue.popleft().end, skipped=1, error=str(refused))
+            delivery.moved(delivery.pop_change().end, skipped=1, error=str(refused))
         except Failed as failed:
             self._failed(delivery, failed)
         else:
-            delivery.moved(delivery.queue.popleft().end, delivered=1)
+            delivery.accepted(delivery.pop_change().end)
 
     def _failed(self, delivery, failed: Failed) -> None:
-        delivery.queue.clear()  # read again from the position at the next attempt
-        delivery.reached = delivery.position
+        delivery.forget_queue()  # read again from the position at the next attempt
         delivery.failed(str(failed), time.time() + backoff(delivery.failures + 1, self.feeds.settings.max_backoff))
 
     def _let_go(self, delivery) -> None:
