@@ -58,17 +58,19 @@ class Recorder:
     Given ``decode`` and a reader that allows it (``read_ahead``), the rows come decoded
     and the next page is read ahead by a child process (``projections.read_ahead``; give
     the projection ``self.decode``, and ``close`` when done), without the event fields
-    ``unread`` (the projection's ``unread``: fields it never reads)."""
+    ``unread`` (the projection's ``unread``: fields it never reads) and as its ``prepare``
+    makes them (work that needs nothing but the event, done in the child)."""
 
     def __init__(self, recorder, stop: int | None = None, on_page: Callable[[list], None] | None = None,
-                 decode: Callable[[bytes], dict] | None = None, unread: tuple[str, ...] = ()):
+                 decode: Callable[[bytes], dict] | None = None, unread: tuple[str, ...] = (),
+                 prepare: Callable[[str, dict], dict] | None = None):
         self.inner, self.stop, self.on_page = recorder, stop, on_page
         self._select = pages_of(recorder)
         self.decode, self._ahead = decode, None
         child = decode is not None and getattr(recorder, "read_ahead", None)
         child = child and child(decode)
         if child:
-            self._ahead = ReadAhead(self._select, decode, *child, unread=unread)
+            self._ahead = ReadAhead(self._select, decode, *child, unread=unread, prepare=prepare)
             self._select, self.decode = self._ahead.select_notifications, decoded
 
     def close(self) -> None:
@@ -215,7 +217,8 @@ def _build(kind: str, path: Path, recorder, decode, stream: TextIO | None, stop:
     """Build ``kind`` from the start of the log into ``path``; returns it and the progress."""
     head = recorder.max_notification_id() or 0
     progress = Progress(kind, 0, head if stop is None else min(head, stop), stream)
-    reader = Recorder(recorder, stop, progress.page, decode, getattr(PROJECTIONS[kind][0], "unread", ()))
+    cls = PROJECTIONS[kind][0]
+    reader = Recorder(recorder, stop, progress.page, decode, getattr(cls, "unread", ()), getattr(cls, "prepare", None))
     collecting = gc.isenabled()
     gc.disable()  # decoded events hold no cycles; walking the page's objects again and again did (~3 %)
     try:

@@ -46,11 +46,11 @@ def runtime(sqlite_runtime):
     return sqlite_runtime
 
 
-def pages(select, limit: int) -> list[list]:
-    """Every page of the directory's topics, asked for as ``catch_up`` asks."""
+def pages(select, limit: int, topics: tuple[str, ...] = Directory.topics) -> list[list]:
+    """Every page of a projection's topics (the directory's), asked for as ``catch_up`` asks."""
     out, start = [], 1
     while True:
-        page = select(start, limit, stop=None, topics=Directory.topics)
+        page = select(start, limit, stop=None, topics=topics)
         out.append(page)
         if len(page) < limit:
             return out
@@ -216,3 +216,41 @@ def test_a_user_saved_with_its_first_changes_rebuilds_as_applied_event_by_event(
     names = sorted(r[2] for r in files[1][0])
     assert "two-b@x.example" in names and "free@x.example" not in names and names.count("one@x.example") == 1
     assert [r[5] for r in files[1][0] if r[2] == "one@x.example"] == [0]
+
+
+def test_an_audit_log_rebuilt_with_its_rows_prepared_in_the_child_is_the_live_one(runtime, monkeypatch):
+    """``AuditLog.prepare`` (time and cause columns, creations, in the child) gives the rows
+    and states that the parent's own reading gives (the first page, and every page of a
+    live catch-up)."""
+    from projections.audit import CAUSE_COLUMNS, CREATED, AuditLog
+
+    ledger = runtime.ledger
+    ava = ledger.provision_user("default", {**ENTRA_CREATE, "userName": "ava@x.example"}, {**CAUSE, "method": "POST"})
+    ledger.patch_user("default", ava.id, [{"op": "replace", "path": "active", "value": False}],
+                      {**CAUSE, "actor_label": "helpdesk", "reason": "left the company"})
+    ledger.patch_user("default", ava.id, [{"op": "replace", "path": "title", "value": "CTO"}], None)  # no cause
+    group = ledger.create_group("default", {"displayName": "Finance", "externalId": "g-1", "members": [{"value": ava.id}]},
+                                CAUSE).id
+    ledger.patch_group("default", group, [{"op": "replace", "path": "displayName", "value": "Finance & Legal"}], CAUSE)
+    rows = "SELECT * FROM audit ORDER BY position"
+    states = "SELECT * FROM audit_state ORDER BY resource_id"
+    runtime.audit.catch_up()
+    live = runtime.audit.conn.execute(rows).fetchall()
+    live_states = runtime.audit.conn.execute(states).fetchall()
+    assert len(live) >= 10 and any(row[-1] == "left the company" for row in live)
+    monkeypatch.setattr(AuditLog, "bulk_page", 2)
+    rebuild("audit", runtime.data, runtime.event_store.rebuild_reader, runtime.event_store.decode, grace=0)
+    runtime.audit.close()  # reopened on the rebuilt file
+    assert runtime.audit.conn.execute(rows).fetchall() == live
+    assert runtime.audit.conn.execute(states).fetchall() == live_states
+
+    store = runtime.event_store
+    reader = Recorder(store.rebuild_reader, decode=store.decode, unread=AuditLog.unread, prepare=AuditLog.prepare)
+    try:
+        first, *ahead = [row for row in pages(reader.select_notifications, 2, AuditLog.topics)]
+    finally:
+        reader.close()
+    assert ahead and all(CAUSE_COLUMNS not in row.state for row in first)  # read here: apply works them out itself
+    assert all(CAUSE_COLUMNS in row.state and "cause" not in row.state for page in ahead for row in page)
+    created = [row.state for page in ahead for row in page if CREATED in row.state]
+    assert {state[CREATED][0] for state in created} == {"User", "Group"}
