@@ -53,7 +53,7 @@ log = logging.getLogger("scimledger.push")
 
 LEASE = 10.0  # seconds a lease lasts at least unless renewed
 RENEW = 2.0  # seconds between renewals (and attempts at the leases other processes let go)
-SAVE = 0.1  # seconds between saves of the positions reached
+SAVE = 0.5  # seconds between saves of the positions reached (each a write transaction on the event store)
 
 
 class Delivery:

@@ -33,10 +33,11 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from adapters.push_answer import MAX_RESPONSE, parse_answer, plain_accepted, reason_of
+from adapters.push_answer import parse_answer, plain_accepted, reason_of
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.6.2: a header name
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+RECV = 8192  # bytes asked of one recv: an answer is usually ~100 (a 64 KiB buffer each time costs malloc work)
 _IDLE, _RESOLVING, _CONNECTING, _HANDSHAKE, _SENDING, _READING = range(6)
 
 
@@ -280,7 +281,7 @@ class Connection:
     def _read(self) -> bool:
         while True:
             try:
-                chunk = self.sock.recv(MAX_RESPONSE)
+                chunk = self.sock.recv(RECV)
             except (BlockingIOError, ssl.SSLWantReadError):
                 return False
             if not self._buffer and plain_accepted(chunk):  # the usual answer, whole in one read

@@ -140,7 +140,7 @@ class DeliveryLoop:
     @staticmethod
     def _drain(fd: int) -> None:
         try:
-            while os.read(fd, 4096):
+            while len(os.read(fd, 4096)) == 4096:  # (less: the pipe is empty now, no second read to find out)
                 pass
         except BlockingIOError:
             pass

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from adapters.push_http import MAX_RESPONSE, Connection, Failed, Refused
+from adapters.push_answer import MAX_RESPONSE
+from adapters.push_http import Connection, Failed, Refused
 from tests.processes import free_port
 
 pytestmark = pytest.mark.e2e
