@@ -11,6 +11,7 @@ command line); nothing here reads the environment.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from pathlib import Path
 
 import falcon
@@ -30,6 +31,9 @@ from domain.service import Ledger
 from projections.activity import Activity
 from projections.audit import AuditLog
 from projections.directory import Directory
+
+# A SQLite connection in WAL mode opens the -wal file at its first read, not when it is made.
+FIRST_READ = "SELECT 1 FROM sqlite_master LIMIT 1"
 
 
 class Runtime:
@@ -79,6 +83,31 @@ class Runtime:
         """The event feeds (issue 12), built on first use."""
         store = self.event_store
         return Feeds(self.ledger, self.data, store.decode, store.head, self.settings.feeds)
+
+    def per_thread_parts(self) -> list:
+        """The parts that open a SQLite connection of their own on each thread that uses
+        them (on its first use): each serving thread's share of a worker's descriptors.
+        Each has ``open_thread_connection()`` and ``close()`` (the calling thread's). On
+        PostgreSQL the store's parts use its pool instead, and the per-thread connections
+        there (advisory locks, the console's request-log reads) open on first use: each
+        is a server process of ``max_connections``."""
+        store, feeds = self.event_store, self.feeds
+        parts = (store.head, getattr(store.keys, "table", None), self.directory, self.audit, self.activity,
+                 self.requests, feeds.store, feeds.log.recorder)
+        return [part for part in parts if hasattr(type(part), "open_thread_connection")]
+
+    def open_thread_connections(self) -> None:
+        """Open this thread's connection of every ``per_thread_parts`` part now (``serve``
+        does it on every serving thread before the worker serves: adapters.http.thread_warmup)."""
+        for part in self.per_thread_parts():
+            conn = part.open_thread_connection()
+            if isinstance(conn, sqlite3.Connection):
+                conn.execute(FIRST_READ).fetchall()
+
+    def close_thread_connections(self) -> None:
+        """Close this thread's connections of those parts (a background thread that is done)."""
+        for part in self.per_thread_parts():
+            part.close()
 
     @property
     def data(self) -> Path:

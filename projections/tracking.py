@@ -174,10 +174,14 @@ class TrackedProjection:
             self.close()
 
     def close(self) -> None:
+        """Close this thread's connection."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def open_thread_connection(self) -> sqlite3.Connection:
+        return self.conn
 
     @contextmanager
     def transaction(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:

@@ -22,8 +22,10 @@ from gunicorn.arbiter import Arbiter
 from adapters.bootstrap import Runtime, build_app
 from adapters.http.app import collapse_slashes
 from adapters.http.logs import logging_config, prepare_multiprocess_dir
+from adapters.http.observability import open_metric_files
 from adapters.http.readiness import Readiness
 from adapters.http.shared_limits import reset
+from adapters.http.thread_warmup import start_every_thread
 from adapters.http.worker import LIMITS
 from adapters.operator import issue_token, operator_cause
 from adapters.push_process import DeliveryProcess
@@ -33,6 +35,7 @@ from adapters.store.tokens import hash_secret
 from domain.model import Token
 
 COMMANDS = frozenset({"serve"})
+log = logging.getLogger("scimledger")
 
 
 def add_commands(commands, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -60,10 +63,12 @@ class ScimLedgerServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):  # runs in each worker, after the fork
-        runtime = Runtime(self.settings, check_directory=False)
+        runtime = self.runtime = Runtime(self.settings, check_directory=False)
         # Build (or catch up) the directory from the log in the background; /readyz says
-        # 503 until that is done, /healthz answers at once.
-        readiness = Readiness(runtime.directory, max_lag=self.settings.ready_max_lag).start()
+        # 503 until that is done, /healthz answers at once. The warm-up thread closes its
+        # connections when done (it is not a serving thread).
+        readiness = Readiness(runtime.directory, max_lag=self.settings.ready_max_lag,
+                              release=runtime.close_thread_connections).start()
         if self.delivery is not None:
             self.delivery.in_worker()
             runtime.recorded.listen(self.delivery.poke)
@@ -77,6 +82,28 @@ class ScimLedgerServer(BaseApplication):
         except RuntimeError as e:  # (as gunicorn's BaseApplication.run)
             print(f"\nError: {e}\n", file=sys.stderr, flush=True)
             sys.exit(1)
+
+
+def open_before_serving(worker) -> None:
+    """gunicorn's ``post_worker_init`` (the app is loaded, the thread pool made, nothing
+    served yet): open now what the worker would otherwise open as it first needs it -- the
+    metric files, the request log's writer, the store pool's connections, every serving
+    thread with its own connections -- so its open descriptors are at their steady number
+    from its first request (issue 15's soak). When the store does not answer, the worker
+    serves anyway (``/readyz`` says why) and they open on first use, as before."""
+    runtime = worker.app.runtime
+    open_metric_files()
+    if runtime.request_writer is not None:
+        runtime.request_writer.start()
+    try:
+        if not runtime.event_store.fill_pool():
+            raise TimeoutError("the store's pool did not fill within its connect timeout")
+        start_every_thread(worker.tpool, worker.cfg.threads, runtime.open_thread_connections)
+    except Exception as error:  # noqa: BLE001
+        log.warning("worker %s: opening its connections before serving failed (%s: %s); "
+                    "they open on first use", worker.pid, type(error).__name__, error)
+        return
+    log.info("worker %s: %d serving threads started, their connections open", worker.pid, worker.cfg.threads)
 
 
 class ServerArbiter(Arbiter):
@@ -161,6 +188,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "graceful_timeout": 10,
         "logconfig_dict": log_config,
         "logger_class": "adapters.http.logs.GunicornLogger",
+        "post_worker_init": open_before_serving,
     } | LIMITS
     ScimLedgerServer(options, settings).run()
     return 0

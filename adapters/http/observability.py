@@ -86,6 +86,19 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+def open_metric_files() -> None:
+    """Open this process's multiprocess files now rather than at its first request
+    (``serve``'s workers, before they serve). A type's file opens with its first value:
+    the unlabelled counters make theirs; the latency histogram gets the series of
+    ``GET /readyz``, which every worker answers, at zero."""
+    meters = _meters()
+    if meters.multiprocess and meters.latency is not None:
+        try:
+            meters.latency.labels("GET", "/readyz")
+        except OSError:  # a full or read-only data directory: as at a request, no metric
+            log.warning("metric files unavailable: the multiprocess directory cannot be written")
+
+
 def _allocate_mmap_files() -> None:
     """prometheus-client's multiprocess files are sparse files written through mmap: on a
     full disk a write to a page the filesystem cannot back kills the worker with SIGBUS

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 log = logging.getLogger("scimledger")
 
@@ -30,10 +31,14 @@ MAX_LAG = 50_000  # default of SCIMLEDGER_READY_MAX_LAG (adapters.settings)
 
 
 class Readiness:
-    def __init__(self, directory, background: bool = True, max_lag: int = MAX_LAG):
+    def __init__(self, directory, background: bool = True, max_lag: int = MAX_LAG,
+                 release: Callable[[], None] | None = None):
         """``background``: a warm-up thread (``start``) catches up first; without, the
-        probe itself catches up (in-process use, tests)."""
+        probe itself catches up (in-process use, tests). ``release``: closes the calling
+        thread's connections (``Runtime.close_thread_connections``); the warm-up thread
+        calls it when it is done, before it says so."""
         self.directory = directory
+        self.release = release
         self.max_lag = max_lag
         self.warmed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,9 +69,19 @@ class Readiness:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            self._release()
             self.warmed.set()
             log.info("directory caught up to position %s in %.1f s", position, time.monotonic() - started)
             return
+
+    def _release(self) -> None:
+        # The thread ends now; its connections would close with it, but a moment later.
+        if self.release is None:
+            return
+        try:
+            self.release()
+        except Exception as error:  # noqa: BLE001 - closing; nothing more to do
+            log.warning("directory warm-up: closing its connections: %s", type(error).__name__)
 
     def check(self) -> tuple[bool, dict]:
         """(ready, body): body is the 200 document, or ``{"detail": why}`` for a 503."""

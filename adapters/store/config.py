@@ -175,6 +175,14 @@ class EventStore:
         """The mapper that writes this store's events (sealing personal values)."""
         return SealingMapper(self.transcoder, self.keys) if self.keys is not None else None
 
+    def fill_pool(self) -> bool:
+        """Open the connections the store's pool keeps now, not as threads first need
+        them (``serve``'s workers, before they serve); False if PostgreSQL did not give
+        them within its connect timeout (they keep opening in the background)."""
+        datastore = getattr(self.factory, "datastore", None)
+        fill = getattr(getattr(datastore, "pool", None), "fill", None)
+        return fill() is not False if fill is not None else True
+
 
 def open_store(data: Path, url: str | None, environment: Mapping[str, str] | None = None,
                master: MasterKeySource | None = None, plaintext_source: bool = False) -> EventStore:

@@ -115,11 +115,7 @@ class FeedStore:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")  # see the module's note on durability
                 yield _Run(cursor, self._sql)
             return
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                                      timeout=30)
-            conn.execute("PRAGMA synchronous=NORMAL")  # this connection only; see the module's note on durability
+        conn = self.open_thread_connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield _Run(conn, self._sql)
@@ -131,7 +127,19 @@ class FeedStore:
     def _sql(self, sql: str) -> str:
         return sql.replace("{t}", self.table).replace("?", self.mark)
 
+    def open_thread_connection(self) -> sqlite3.Connection | None:
+        """This thread's connection on SQLite (None on PostgreSQL: the pool's)."""
+        if self.postgres:
+            return None
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                                      timeout=30)
+            conn.execute("PRAGMA synchronous=NORMAL")  # this connection only; see the module's note on durability
+        return conn
+
     def close(self) -> None:
+        """Close this thread's connection."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()

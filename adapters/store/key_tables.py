@@ -31,6 +31,9 @@ class _SQLiteTable:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        return self.open_thread_connection()
+
+    def open_thread_connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30,
@@ -104,6 +107,7 @@ class _SQLiteTable:
             time.sleep(0.05)
 
     def close(self) -> None:
+        """Close this thread's connection."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()

@@ -23,11 +23,18 @@ class SqliteLogHead:
         self._local = threading.local()
 
     def __call__(self) -> int:
+        return self.open_thread_connection().execute(self.sql).fetchone()[0] or 0
+
+    def open_thread_connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA cache_size = -64")  # reads one index page: no cache to speak of
-        return conn.execute(self.sql).fetchone()[0] or 0
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        _close_local(self._local)
 
 
 def log_head(recorder, env: dict) -> Callable[[], int]:
@@ -53,10 +60,7 @@ class SqliteNotifications:
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None, topics=(), *,
                              inclusive_of_start: bool = True) -> list[Notification]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                                      timeout=30)
+        conn = self.open_thread_connection()
         sql = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.table}"
                f" WHERE rowid {'>=' if inclusive_of_start else '>'} ?")
         params: list = [start or 0]
@@ -72,9 +76,27 @@ class SqliteNotifications:
         return [Notification(id=r[0], originator_id=convert(r[1]), originator_version=r[2], topic=r[3], state=r[4])
                 for r in rows]
 
+    def open_thread_connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                                      timeout=30)
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        _close_local(self._local)
+
 
 def notification_reader(recorder, env: dict):
     """What the feeds read the log through: ``SqliteNotifications`` on a SQLite file, else the recorder."""
     if isinstance(recorder, SQLiteApplicationRecorder) and env.get("SQLITE_DBNAME", "").find(":memory:") < 0:
         return SqliteNotifications(env["SQLITE_DBNAME"], recorder)
     return recorder
+
+
+def _close_local(local: threading.local) -> None:
+    conn = getattr(local, "conn", None)
+    if conn is not None:
+        local.conn = None
+        conn.close()

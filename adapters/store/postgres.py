@@ -149,6 +149,21 @@ class QuickPool(ConnectionPool):
             time.sleep(attempt.delay)
 
 
+    def fill(self, timeout: float | None = None) -> bool:
+        """Wait until the pool has opened its ``min_size`` connections (its workers open
+        them in the background); False if that took longer than ``timeout`` (default: the
+        connect timeout). Unlike ``wait``, a pool not full in time is left open."""
+        self.open()
+        if timeout is None:
+            timeout = float((self.kwargs or {}).get("connect_timeout") or 3)
+        deadline = time.monotonic() + timeout
+        while self.get_stats().get("pool_size", 0) < self.min_size:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
 class Factory(PostgresFactory):
     application_recorder_class = Recorder
     aggregate_recorder_class = SnapshotRecorder

@@ -56,10 +56,7 @@ CREATE TABLE IF NOT EXISTS {{table}} (
 """
 # Two indexes only (each costs every insert): a tenant's rows and a token's rows, newest
 # first. Times grow with ids, so a time bound becomes an id bound (``first_id_since``).
-INDEXES = (
-    ("tenant_id", "(tenant, id)"),
-    ("token", "(token_id, id)"),
-)
+INDEXES = (("tenant_id", "(tenant, id)"), ("token", "(token_id, id)"))
 
 
 @dataclass(frozen=True)
@@ -135,6 +132,10 @@ class RequestLogStore:
                 conn.close()
             except Exception:  # noqa: BLE001
                 pass
+
+    def open_thread_connection(self):
+        """``conn`` on SQLite; on PostgreSQL (a serving thread's: the console's, each a server process) on use."""
+        return self.conn if self.pg is None else None
 
     def _create(self, conn) -> None:
         ddl = SQLITE_DDL if self.pg is None else PG_DDL.format(table=self.table)
@@ -309,14 +310,14 @@ class RequestLogWriter:
 
     def record(self, row: tuple) -> None:
         if self._thread is None:
-            self._start()
+            self.start()
         try:
             self._queue.put_nowait(row)
             self._last_queued = next(self._queued)
         except queue.Full:
             self.dropped += 1
 
-    def _start(self) -> None:
+    def start(self) -> None:
         with self._start_lock:
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name="request-log", daemon=True)
@@ -325,6 +326,7 @@ class RequestLogWriter:
 
     def _run(self) -> None:
         try:
+            self._write([])  # connects (and prunes) now, not at the first batch: before the worker serves
             while True:
                 first = self._queue.get()
                 if first is None:

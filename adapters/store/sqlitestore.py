@@ -109,6 +109,20 @@ class SmallCachePool(SQLiteConnectionPool):
         connection._sqlite_conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         return connection
 
+    def fill(self) -> None:
+        """Open the ``pool_size`` connections the pool keeps, now. Otherwise it opens them
+        one by one, the first time that many threads want one at the same moment, and a
+        serving worker's descriptors go on growing for minutes (issue 15's soak)."""
+        held = []
+        try:
+            for _ in range(self.pool_size):
+                held.append(self.get_connection())
+                # in WAL mode the -wal file opens at a connection's first read
+                held[-1]._sqlite_conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        finally:
+            for connection in held:
+                self.put_connection(connection)
+
 
 class Factory(SQLiteFactory):
     application_recorder_class = Recorder
