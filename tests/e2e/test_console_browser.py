@@ -125,14 +125,22 @@ def sign_in(page, site, token: str):
     page.get_by_role("button", name="Sign in").click()
 
 
+def visible(locator) -> None:
+    """The element is shown, waiting for it as a user would (up to playwright's 5 s): a
+    page that has not painted yet under load is not a failure, one that never shows it is."""
+    from playwright.sync_api import expect
+
+    expect(locator).to_be_visible()
+
+
 def test_sign_in_and_refusal(page, site):
     sign_in(page, site, site["boot"])
     assert "for provisioning (Entra ID) only" in page.locator("[role=alert]").inner_text()
     sign_in(page, site, "scim_wrong-" + uuid.uuid4().hex)
     assert "not valid" in page.locator("[role=alert]").inner_text()
     sign_in(page, site, site["tokens"]["audit"])
-    assert page.url.endswith("/console/")
-    assert page.get_by_role("heading", name=re.compile("Overview")).is_visible()
+    page.wait_for_url("**/console/")
+    visible(page.get_by_role("heading", name=re.compile("Overview")))
     cookie = next(c for c in page.context.cookies() if c["name"] == "scimledger_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     page.get_by_role("button", name="Sign out").click()
@@ -153,9 +161,9 @@ def test_each_page(page, site):
     page.get_by_label("userName, name or email starts with").fill("ava")
     page.keyboard.press("Enter")
     page.get_by_role("link", name="ava@fabrikam.example").click()
-    assert page.get_by_role("heading", name=re.compile("ava@fabrikam.example")).is_visible()
+    visible(page.get_by_role("heading", name=re.compile("ava@fabrikam.example")))
     page.get_by_role("link", name="Engineering").first.click()
-    assert page.get_by_role("heading", name="Engineering").is_visible()
+    visible(page.get_by_role("heading", name="Engineering"))
     assert page.locator("table[aria-label=Members] tbody tr").count() == 2
     for path, needle in (("/groups?q=Eng", "Engineering"), ("/audit?actor=hr-sync", "Staff Engineer"),
                          ("/requests?status=4xx", "invalidFilter"), ("/as-of?time=now", "ava@fabrikam.example"),
