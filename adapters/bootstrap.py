@@ -25,15 +25,13 @@ from adapters.settings import SCHEMAS_ENV, Settings
 from adapters.store.config import EventStore, ledger_on, open_store, store_env
 from adapters.store.projection_files import set_aside_if_corrupt
 from adapters.store.request_log import open_request_log
+from adapters.store.sqlitestore import FIRST_READ
 from domain import custom_schemas
 from domain.schemas import SchemaSet
 from domain.service import Ledger
 from projections.activity import Activity
 from projections.audit import AuditLog
 from projections.directory import Directory
-
-# A SQLite connection in WAL mode opens the -wal file at its first read, not when it is made.
-FIRST_READ = "SELECT 1 FROM sqlite_master LIMIT 1"
 
 
 class Runtime:

@@ -109,15 +109,6 @@ class Delivery:
             self.signed.popleft()
         return self.queue.popleft()
 
-    def accepted(self, position: int) -> None:
-        """``moved(position, delivered=1)``, once per SET: the receiver answered 202."""
-        with self._lock:
-            self.position = position
-            self.delivered += 1
-            self.last_delivery = utc_now()
-            self.failures, self.next_attempt = 0, None
-            self._changes += 1
-
     def failed(self, error: str, next_attempt: float) -> None:
         with self._lock:
             self.failures += 1

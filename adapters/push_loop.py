@@ -281,7 +281,7 @@ class DeliveryLoop:
         except Failed as failed:
             self._failed(delivery, failed)
         else:
-            delivery.accepted(delivery.pop_change().end)
+            delivery.moved(delivery.pop_change().end, delivered=1)
 
     def _failed(self, delivery, failed: Failed) -> None:
         delivery.forget_queue()  # read again from the position at the next attempt

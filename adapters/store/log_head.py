@@ -26,11 +26,7 @@ class SqliteLogHead:
         return self.open_thread_connection().execute(self.sql).fetchone()[0] or 0
 
     def open_thread_connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA cache_size = -64")  # reads one index page: no cache to speak of
-        return conn
+        return _open_local(self._local, self.path, "PRAGMA cache_size = -64")  # reads one index page: no cache to speak of
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -77,11 +73,7 @@ class SqliteNotifications:
                 for r in rows]
 
     def open_thread_connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                                      timeout=30)
-        return conn
+        return _open_local(self._local, self.path)
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -93,6 +85,16 @@ def notification_reader(recorder, env: dict):
     if isinstance(recorder, SQLiteApplicationRecorder) and env.get("SQLITE_DBNAME", "").find(":memory:") < 0:
         return SqliteNotifications(env["SQLITE_DBNAME"], recorder)
     return recorder
+
+
+def _open_local(local: threading.local, path: str, *setup: str) -> sqlite3.Connection:
+    """This thread's connection to ``path`` (``local.conn``), opened with ``setup`` on first use."""
+    conn = getattr(local, "conn", None)
+    if conn is None:
+        conn = local.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        for statement in setup:
+            conn.execute(statement)
+    return conn
 
 
 def _close_local(local: threading.local) -> None:

@@ -148,7 +148,6 @@ class QuickPool(ConnectionPool):
                 raise PoolTimeout()
             time.sleep(attempt.delay)
 
-
     def fill(self, timeout: float | None = None) -> bool:
         """Wait until the pool has opened its ``min_size`` connections (its workers open
         them in the background); False if that took longer than ``timeout`` (default: the

@@ -159,8 +159,7 @@ class SigningKeys:
 
     def sign_payload(self, payload: bytes) -> bytes:
         """``sign`` of claims already serialised as JSON (``payload``), as bytes."""
-        if self.clock() - self._loaded_at >= REFRESH or self._current is None:
-            self._fresh()
+        self._fresh()
         kid, private, header = self._current
         signing_input = header + b"." + _b64(payload)
         r, s = decode_dss_signature(private.sign(signing_input, _ES256))

@@ -98,6 +98,10 @@ class SnapshotRecorder(_Locked, SQLiteAggregateRecorder):
 CACHE_KIB = 256  # page cache per pooled connection (SQLite's default is 2,000 KiB)
 
 
+# A SQLite connection in WAL mode opens the -wal file at its first read, not when it is made.
+FIRST_READ = "SELECT 1 FROM sqlite_master LIMIT 1"
+
+
 class SmallCachePool(SQLiteConnectionPool):
     """The library's pool, each connection with a small page cache: the event store is
     read by primary key (one aggregate's events), which a big cache barely helps, and a
@@ -117,8 +121,7 @@ class SmallCachePool(SQLiteConnectionPool):
         try:
             for _ in range(self.pool_size):
                 held.append(self.get_connection())
-                # in WAL mode the -wal file opens at a connection's first read
-                held[-1]._sqlite_conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                held[-1]._sqlite_conn.execute(FIRST_READ).fetchall()
         finally:
             for connection in held:
                 self.put_connection(connection)

@@ -84,7 +84,7 @@ def test_sets_signed_ahead_are_signed_again_once_an_erasure_is_known(sqlite_runt
     (_, first), = worker.loop._signed
     assert b"CFO" in payload(delivery.signed[1]) and first is delivery.signed[0]
     worker.loop._signed.clear()
-    delivery.accepted(delivery.pop_change().end)  # the create answered 202
+    delivery.moved(delivery.pop_change().end, delivered=1)  # the create answered 202
 
     sqlite_runtime.ledger.erase_user(user, "request", OPERATOR)
     feeds.registry.catch_up()  # as the loop's next look at the log does
