@@ -170,7 +170,7 @@ class PushWorker:
     def _supervise(self) -> None:
         renew_at = 0.0
         try:
-            while not self.stopping.wait(SAVE):
+            while True:  # the first round at once: a deliverer just started takes its feeds' leases now, not SAVE later
                 try:
                     if time.monotonic() >= renew_at:
                         renew_at = time.monotonic() + RENEW
@@ -179,6 +179,8 @@ class PushWorker:
                     self._save()
                 except Exception:  # noqa: BLE001 - the store may be down for a while; keep going
                     log.warning("push supervisor: store trouble", exc_info=True)
+                if self.stopping.wait(SAVE):
+                    break
         finally:
             self._shut_down()
 
