@@ -91,16 +91,6 @@ class Page:
         self.members.clear()
 
 
-def _user_provisioned(state: dict) -> State:
-    flat = flatten(state["attributes"], User.EXTENSIONS)
-    return State("User", state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
-
-
-def _group_created(state: dict) -> State:
-    flat = flatten(state["attributes"], Group.EXTENSIONS)
-    return State("Group", state["tenant"], flat.get("userName"), flat.get("displayName"), flat)
-
-
 def _token_issued(state: dict) -> State:
     flat = {"label": state["label"], "scope": state["scope"]}
     if state.get("expires"):
@@ -165,30 +155,45 @@ def _ended(flat: dict, state: dict) -> tuple[list[dict], None]:
     return [], None  # Deprovisioned, Deleted: the event type says it all
 
 
-_CREATIONS: dict[type, Callable[[dict], State]] = {
-    User.Provisioned: _user_provisioned, Group.Created: _group_created, Token.Issued: _token_issued,
-    Feed.Created: _feed_created,
-}
+_CREATIONS: dict[type, Callable[[dict], State]] = {Token.Issued: _token_issued, Feed.Created: _feed_created}
+# Creations whose state is the attributes, flattened: their extensions.
+FLATTENED: dict[type, tuple[str, ...]] = {User.Provisioned: User.EXTENSIONS, Group.Created: Group.EXTENSIONS}
+PREPARED = "audit:created"  # a flattened creation's prepared_creation, as AuditLog.prepare gives it
 _CHANGES: dict[type, Callable[[dict, dict], tuple[list[dict], str | None]]] = {
     User.AttributesChanged: _attributes_changed, Group.AttributesChanged: _attributes_changed,
     User.Deactivated: _active(False), User.Reactivated: _active(True),
     Group.Renamed: _renamed, Group.MembersAdded: _members_added, Group.MembersRemoved: _members_removed,
     Token.Revoked: _revoked, Feed.Revoked: _revoked, User.PersonalDataErased: _erased, User.Deprovisioned: _ended, Group.Deleted: _ended,
 }
-assert set(_CREATIONS) | set(_CHANGES) | set(clients.AUDITED) == set(AUDITED)
-CREATIONS = frozenset(_CREATIONS) | frozenset(clients.AUDITED_CREATIONS)  # their handlers read no state before
+assert set(_CREATIONS) | set(FLATTENED) | set(_CHANGES) | set(clients.AUDITED) == set(AUDITED)
+CREATIONS = frozenset(_CREATIONS) | frozenset(FLATTENED) | frozenset(clients.AUDITED_CREATIONS)  # they read no state before
 
 _dumps = orjson.dumps
 NO_CAUSE: dict = {}  # an event without one (older events)
 
 
-def _creation(event: type, created: Callable[[dict], State]):
-    as_given = event in (Token.Issued, Feed.Created)  # their attributes in the order they were given, others sorted
+def _creation(created: Callable[[dict], State]):
+    def handle(known: State | None, state: dict) -> tuple[State, str, None]:
+        after = created(state)  # its attributes in the order they were given
+        return after, _dumps([{"path": p, "old": None, "new": v} for p, v in after.attributes.items()]).decode(), None
+
+    return handle
+
+
+def prepared_creation(event: type, state: dict) -> tuple[dict, str]:
+    """A user's or group's creation as the log records it, which needs nothing but the
+    event: ``(flattened attributes, changes as JSON text, sorted by path)``. A rebuild's
+    read-ahead child works it out (``AuditLog.prepare``): most of a creation's cost."""
+    flat = flatten(state["attributes"], FLATTENED[event])
+    return flat, _dumps([{"path": p, "old": None, "new": v} for p, v in sorted(flat.items())]).decode()
+
+
+def _flattened_creation(event: type):
+    kind = event.__qualname__.partition(".")[0]  # User, Group
 
     def handle(known: State | None, state: dict) -> tuple[State, str, None]:
-        after = created(state)
-        flat = after.attributes.items() if as_given else sorted(after.attributes.items())
-        return after, _dumps([{"path": p, "old": None, "new": v} for p, v in flat]).decode(), None
+        flat, changes = state.get(PREPARED) or prepared_creation(event, state)
+        return State(kind, state["tenant"], flat.get("userName"), flat.get("displayName"), flat), changes, None
 
     return handle
 
@@ -223,7 +228,8 @@ def _oauth(event: type):
 # None, event) -> (state after, changes [{path, old, new}] as JSON text, note)``; the state
 # after is None for an event of a resource never seen created (no row).
 HANDLERS: dict[type, Callable[[State | None, dict], tuple[State | None, str, str | None]]] = {
-    **{event: _creation(event, created) for event, created in _CREATIONS.items()},
+    **{event: _creation(created) for event, created in _CREATIONS.items()},
+    **{event: _flattened_creation(event) for event in FLATTENED},
     **{event: _changing(event, changed) for event, changed in _CHANGES.items()},
     **{event: _oauth(event) for event in clients.AUDITED},
 }

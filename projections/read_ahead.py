@@ -47,7 +47,8 @@ from projections.log_pages import LogRow
 _new = tuple.__new__
 DEPTH = 2  # pages the child may have read ahead of the one the parent applies
 SLOT = 32 << 20  # bytes of shared memory per page read ahead (a page bigger than that goes through the pipe)
-Reader = tuple[Callable[..., Sequence], Callable[[bytes], dict]]  # (select_notifications, decode)
+# (select_notifications, decode): decode(data, parsed=False), whose opened values are parsed if asked
+Reader = tuple[Callable[..., Sequence], Callable[..., dict]]
 Prepare = Callable[[str, dict], dict]  # a projection's ``prepare(topic, state)``: the state as its ``apply`` reads it
 
 
@@ -57,12 +58,12 @@ def decoded_page(select: Callable[..., Sequence], decode: Callable[[bytes], dict
             for n in select(start, limit, stop=stop, topics=topics, inclusive_of_start=inclusive)]
 
 
-def _page_as_lists(select: Callable[..., Sequence], decode: Callable[[bytes], dict], key: tuple,
-                   unread: tuple[str, ...], prepare: Prepare | None) -> list:
+def _page_as_lists(select: Callable[..., Sequence], decode: Callable[..., dict], key: tuple,
+                   unread: tuple[str, ...], prepare: Prepare | None, parsed: frozenset[str] = frozenset()) -> list:
     start, limit, stop, topics, inclusive = key
     rows = []
     for n in select(start, limit, stop=stop, topics=topics, inclusive_of_start=inclusive):
-        state = decode(n.state)
+        state = decode(n.state, True) if n.topic in parsed else decode(n.state)
         for field in unread:
             state.pop(field, None)
         if prepare is not None:
@@ -78,16 +79,18 @@ class ReadAhead:
     event fields the projection never reads (``TrackedProjection`` subclasses may name
     them, e.g. the cause), which the child leaves out of what it hands over; ``prepare``: the
     projection's work on each event that needs nothing but the event (``AuditLog.prepare``),
-    which the child does instead of the parent."""
+    which the child does instead of the parent; ``parsed``: the topics whose opened values
+    ``prepare`` reads (the child parses those, and hands the others on unparsed)."""
 
     def __init__(self, select: Callable[..., Sequence], decode: Callable[[bytes], dict],
-                 open_child: Callable[[], Reader], unread: tuple[str, ...] = (), prepare: Prepare | None = None):
+                 open_child: Callable[[], Reader], unread: tuple[str, ...] = (), prepare: Prepare | None = None,
+                 parsed: frozenset[str] = frozenset()):
         self._select, self._decode = select, decode
         # Shared with the child (anonymous: it goes with the two processes, nothing of it on disk).
         self._slots = mmap.mmap(-1, DEPTH * SLOT)
         context = multiprocessing.get_context("fork")
         self._pipe, theirs = context.Pipe()
-        self._child = context.Process(target=_serve, args=(theirs, self._pipe, self._slots, open_child, unread, prepare),
+        self._child = context.Process(target=_serve, args=(theirs, self._pipe, self._slots, open_child, unread, prepare, parsed),
                                       daemon=True, name="replay-read-ahead")
         self._child.start()
         theirs.close()
@@ -151,13 +154,14 @@ def decoded(state: dict) -> dict:
 
 
 def _serve(pipe, parents, slots: mmap.mmap, open_child: Callable[[], Reader], unread: tuple[str, ...],
-           prepare: Prepare | None) -> None:
+           prepare: Prepare | None, parsed: frozenset[str]) -> None:
     """The child: from the key the parent starts it at, read each page and the ones after
     it, decoded, as JSON into a free slot (up to ``DEPTH`` ahead of the parent), and say so
     (``("slot", n, length)``); a page too big for a slot goes through the pipe, the
     exception that reading one raised too (``("error", pickled)``), and then it waits.
     Its ``decode`` gives states ready for ``orjson.dumps`` (``SealingTranscoder.
-    decode_to_json``: opened boxes as fragments). It ends when the parent closes the pipe."""
+    decode_to_json``: opened boxes as fragments, or parsed for the ``parsed`` topics). It
+    ends when the parent closes the pipe."""
     parents.close()  # or the parent's closing it would not end our pipe
     gc.disable()  # decoded events hold no cycles (the parent's rebuild runs without it too)
     select, decode = open_child()
@@ -176,7 +180,7 @@ def _serve(pipe, parents, slots: mmap.mmap, open_child: Callable[[], Reader], un
             while key is None or not free or pipe.poll():
                 heard(pipe.recv())
             try:
-                rows = _page_as_lists(select, decode, key, unread, prepare)
+                rows = _page_as_lists(select, decode, key, unread, prepare, parsed)
                 answer = orjson.dumps(rows)
             except Exception as error:
                 try:

@@ -59,18 +59,19 @@ class Recorder:
     and the next page is read ahead by a child process (``projections.read_ahead``; give
     the projection ``self.decode``, and ``close`` when done), without the event fields
     ``unread`` (the projection's ``unread``: fields it never reads) and as its ``prepare``
-    makes them (work that needs nothing but the event, done in the child)."""
+    makes them (work that needs nothing but the event, done in the child; ``parsed``: the
+    topics whose values it reads)."""
 
     def __init__(self, recorder, stop: int | None = None, on_page: Callable[[list], None] | None = None,
                  decode: Callable[[bytes], dict] | None = None, unread: tuple[str, ...] = (),
-                 prepare: Callable[[str, dict], dict] | None = None):
+                 prepare: Callable[[str, dict], dict] | None = None, parsed: frozenset[str] = frozenset()):
         self.inner, self.stop, self.on_page = recorder, stop, on_page
         self._select = pages_of(recorder)
         self.decode, self._ahead = decode, None
         child = decode is not None and getattr(recorder, "read_ahead", None)
         child = child and child(decode)
         if child:
-            self._ahead = ReadAhead(self._select, decode, *child, unread=unread, prepare=prepare)
+            self._ahead = ReadAhead(self._select, decode, *child, unread=unread, prepare=prepare, parsed=parsed)
             self._select, self.decode = self._ahead.select_notifications, decoded
 
     def close(self) -> None:
@@ -218,7 +219,8 @@ def _build(kind: str, path: Path, recorder, decode, stream: TextIO | None, stop:
     head = recorder.max_notification_id() or 0
     progress = Progress(kind, 0, head if stop is None else min(head, stop), stream)
     cls = PROJECTIONS[kind][0]
-    reader = Recorder(recorder, stop, progress.page, decode, getattr(cls, "unread", ()), getattr(cls, "prepare", None))
+    reader = Recorder(recorder, stop, progress.page, decode, getattr(cls, "unread", ()), getattr(cls, "prepare", None),
+                      frozenset(getattr(cls, "prepare_parses", ())))
     collecting = gc.isenabled()
     gc.disable()  # decoded events hold no cycles; walking the page's objects again and again did (~3 %)
     try:

@@ -124,12 +124,13 @@ class SealingTranscoder(OrjsonTranscoder):
                     state[key] = datetime.fromisoformat(moment)
         return obj
 
-    def decode_to_json(self, data: bytes) -> dict:
+    def decode_to_json(self, data: bytes, parsed: bool = False) -> dict:
         """The stored event for handing on as JSON (``projections.read_ahead``): its sealed
         field opened, but as the plaintext JSON itself (an ``orjson.Fragment``, not parsed
-        here only to be written again), timestamps as the stored text. ``orjson.loads(
-        orjson.dumps(...))`` of it gives ``decode``'s dict, timestamps as text."""
-        return self._opened(orjson.loads(data), orjson.Fragment)
+        here only to be written again; ``parsed``: as values, for an event the reader works
+        on), timestamps as the stored text. ``orjson.loads(orjson.dumps(...))`` of it gives
+        ``decode``'s dict, timestamps as text."""
+        return self._opened(orjson.loads(data), orjson.loads if parsed else orjson.Fragment)
 
     def _opened(self, obj: dict, parse) -> dict:
         """``obj`` with its one sealed field (an event's attributes or changes, a

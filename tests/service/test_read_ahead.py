@@ -13,11 +13,12 @@ import orjson
 import pytest
 
 from adapters.store.sealing import MARK, SealingError
+from domain.model import Group, User
 from projections import read_ahead
 from projections.directory import Directory
 from projections.log_pages import pages_of
 from projections.replay import PROJECTIONS, Recorder, rebuild
-from projections.tracking import utc_text
+from projections.tracking import topics_of, utc_text
 from tests.samples import ENTRA_CREATE
 
 def live_children() -> list[int]:
@@ -224,7 +225,9 @@ def test_a_user_saved_with_its_first_changes_rebuilds_as_applied_event_by_event(
 def test_an_audit_log_rebuilt_with_its_rows_prepared_in_the_child_is_the_live_one(runtime, monkeypatch):
     """``AuditLog.prepare`` (time and cause columns, in the child) gives the rows and states
     that the parent's own reading gives (the first page, and every page of a live catch-up)."""
-    from projections.audit import CAUSE_COLUMNS, AuditLog
+    from projections.audit import CAUSE_COLUMNS, PREPARED, AuditLog
+
+    CREATED = topics_of(User.Provisioned, Group.Created)
 
     ledger = runtime.ledger
     ava = ledger.provision_user("default", {**ENTRA_CREATE, "userName": "ava@x.example"}, {**CAUSE, "method": "POST"})
@@ -234,6 +237,7 @@ def test_an_audit_log_rebuilt_with_its_rows_prepared_in_the_child_is_the_live_on
     group = ledger.create_group("default", {"displayName": "Finance", "externalId": "g-1", "members": [{"value": ava.id}]},
                                 CAUSE).id
     ledger.patch_group("default", group, [{"op": "replace", "path": "displayName", "value": "Finance & Legal"}], CAUSE)
+    ledger.provision_user("default", {**ENTRA_CREATE, "userName": "ben@x.example"}, CAUSE)  # a creation read ahead
     rows = "SELECT * FROM audit ORDER BY position"
     states = "SELECT * FROM audit_state ORDER BY resource_id"
     runtime.audit.catch_up()
@@ -247,10 +251,15 @@ def test_an_audit_log_rebuilt_with_its_rows_prepared_in_the_child_is_the_live_on
     assert runtime.audit.conn.execute(states).fetchall() == live_states
 
     store = runtime.event_store
-    reader = Recorder(store.rebuild_reader, decode=store.decode, unread=AuditLog.unread, prepare=AuditLog.prepare)
+    reader = Recorder(store.rebuild_reader, decode=store.decode, unread=AuditLog.unread, prepare=AuditLog.prepare,
+                      parsed=frozenset(AuditLog.prepare_parses))
     try:
         first, *ahead = [row for row in pages(reader.select_notifications, 2, AuditLog.topics)]
     finally:
         reader.close()
     assert ahead and all(CAUSE_COLUMNS not in row.state for row in first)  # read here: apply works them out itself
     assert all(CAUSE_COLUMNS in row.state and "cause" not in row.state for page in ahead for row in page)
+    created = [row for page in ahead for row in page if row.topic in CREATED]
+    assert {row.topic for row in created} == set(CREATED)  # the group and ben, at least
+    # Worked out in the child, their attributes not handed over.
+    assert all(PREPARED in row.state and "attributes" not in row.state for row in created)
