@@ -73,6 +73,11 @@ class _SQLiteTable:
                                  "(SELECT value FROM json_each(?))", (_json_list(subjects),))
         return {s: bytes(w) for s, w in rows}
 
+    def wrapped(self, limit: int) -> Iterator[tuple[str, bytes]]:
+        """Up to ``limit`` ``(subject, wrapped key)``, in the table's own order (one scan)."""
+        return ((s, bytes(w)) for s, w in self.conn.execute(f"SELECT subject, wrapped FROM {KEYS_TABLE} LIMIT ?",
+                                                              (limit,)))
+
     def rows(self) -> Iterator[tuple[str, str, bytes, str]]:
         return ((s, t, bytes(w), c) for s, t, w, c in
                 self.conn.execute(f"SELECT subject, tenant, wrapped, created FROM {KEYS_TABLE} ORDER BY subject"))
@@ -153,6 +158,11 @@ class _PostgresTable:
             subject, wrapped = row.values() if isinstance(row, dict) else row
             found[subject] = bytes(wrapped)
         return found
+
+    def wrapped(self, limit: int) -> Iterator[tuple[str, bytes]]:
+        for row in self._run(f"SELECT subject, wrapped FROM {self.keys} LIMIT %s", (limit,), fetch=True):
+            subject, wrapped = row.values() if isinstance(row, dict) else row
+            yield subject, bytes(wrapped)
 
     def rows(self) -> Iterator[tuple[str, str, bytes, str]]:
         rows = self._run(f"SELECT subject, tenant, wrapped, created FROM {self.keys} ORDER BY subject", fetch=True)

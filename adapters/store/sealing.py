@@ -198,6 +198,7 @@ class PrefetchingRecorder:
         def open_child():
             keys = KeyTable(table, master)  # its own caches; the table reconnects in a new process
             keys.widen()  # it reads the whole log, as the rebuild reader's own key table was told
+            keys.read_all()
             reader = PrefetchingRecorder(recorder, keys, pages_in(path, recorder))
             return reader.select_notifications, SealingTranscoder(keys).decode_to_json
 

@@ -92,6 +92,31 @@ def test_a_store_bounds_its_cache_and_a_rebuild_widens_it(tmp_path):
     keys.close()
 
 
+def test_a_rebuilds_one_scan_of_the_key_table_caches_every_key_up_to_its_limit(tmp_path):
+    """``read_all`` (a rebuild's read-ahead child): every key from one scan, each opening its
+    values; an erased subject is absent, and a key newer than the scan is still found."""
+    keys = key_table(tmp_path, limit=16)
+    users = subjects(300)
+    keys.create((s, "default") for s in users)
+    boxes = {s: seal(keys, s) for s in users}
+    erased = users[7]
+    assert keys.destroy([erased]) == 1
+    rebuilding = KeyTable(keys.table, keys.master, limit=16)  # another process's: nothing cached yet
+    rebuilding.widen(250)
+    rebuilding.read_all()
+    assert rebuilding.cached()[0] == 250  # the widened limit, not the table's 299 rows
+    in_scan = [s for s in users if s in rebuilding._cache]
+    assert len(in_scan) == 250 and erased not in in_scan
+    newer = subjects(1)[0]
+    keys.create([(newer, "default")])
+    rebuilding.prefetch([*users, newer])
+    for s in [*users[:20], newer]:
+        if s != erased:
+            box = boxes.get(s) or seal(keys, s)
+            assert rebuilding.key(s).decrypt(box[:12], box[12:], s.encode()) == b"a personal value"
+    assert rebuilding.key(erased) is None
+
+
 # -- a new user's key is written in the transaction of its events (SQLite) ------------------------
 
 
