@@ -31,7 +31,6 @@ import os
 import logging
 import tempfile
 import threading
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from adapters.store.key_tables import CHECK_TABLE, KEYS_TABLE, now_text, postgres_table, sqlite_table
+from adapters.store.recent import Recent
 
 __all__ = ["CHECK_TABLE", "KEYS_TABLE", "KeyTable", "MasterKey", "MasterKeyError", "MasterKeySource", "open_keys",
            "parse_master_key", "postgres_table", "sqlite_table"]
@@ -120,48 +120,6 @@ class MasterKey:
 
 
 # -- the key table -----------------------------------------------------------------------------
-
-
-class Recent:
-    """A mapping bounded to the ``limit`` most recently used entries (thread-safe: reads
-    are single dict operations, writes take a lock)."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key) -> bool:
-        return key in self._items
-
-    def get(self, key, default=None):
-        items = self._items
-        value = items.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        try:
-            items.move_to_end(key)
-        except KeyError:  # dropped by another thread meanwhile
-            pass
-        return value
-
-    def put(self, key, value) -> None:
-        with self._lock:
-            items = self._items
-            items[key] = value
-            items.move_to_end(key)
-            while len(items) > self.limit:
-                items.popitem(last=False)
-
-    def discard(self, key) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-    def widen(self, limit: int) -> None:
-        self.limit = max(self.limit, limit)
 
 
 class KeyTable:
