@@ -39,13 +39,14 @@ from projections.audit_changes import (
     redact_rows,
 )
 from projections.audit_query import SLACK, Query, event_dict, event_types, is_uuid, parse_time, shift
+from projections.read_ahead import Preparation
 from projections.tracking import Events, TrackedProjection, topics_of, utc_text
 
 __all__ = ["AuditLog", "Query", "VersionAt", "ERASED", "EVENT_TYPES", "event_dict", "event_types", "parse_time",
            "redact_changes"]
 
 BULK_PAGE = 5000  # events per transaction while bulk loading
-CAUSE_COLUMNS = "audit:cause_columns"  # an event's cause_columns, as AuditLog.prepare gives them
+CAUSE_COLUMNS = "audit:cause_columns"  # an event's cause_columns, as prepare gives them
 # Building the indexes at the end of a bulk load: SQLite's sorter may use worker threads
 # for a sort bigger than its memory, which is the page cache's size. With a small cache
 # the six sorts run on both cores (the child reading ahead is done by then): measured on
@@ -122,6 +123,21 @@ def cause_columns(state: dict) -> tuple:
             cause("path"), cause("client"), cause("user_agent"), cause("reason"))
 
 
+def prepare(topic: str, state: dict) -> dict:
+    """The event as ``AuditLog.apply`` reads it, for a rebuild's read-ahead child to give
+    (``projections.read_ahead``): what needs nothing but the event worked out there, in
+    the process with time to spare: the row's time and cause columns (the cause itself
+    left out) and a user's or group's creation (``prepared_creation``, in place of its
+    attributes)."""
+    state[CAUSE_COLUMNS] = cause_columns(state)
+    state.pop("cause", None)
+    created = _FLATTENED_TOPICS.get(topic)
+    if created is not None and state["attributes"].__class__ is dict:  # parsed (unless its topic was not in parses)
+        state[PREPARED] = prepared_creation(created, state)
+        del state["attributes"]
+    return state
+
+
 class VersionAt(NamedTuple):
     """``AuditLog.version_at``: the last change of a resource at a moment."""
 
@@ -137,23 +153,10 @@ class AuditLog(TrackedProjection):
 
     topics = topics_of(*AUDITED)
     bulk_page = BULK_PAGE
-    unread = ("originator_topic",)  # a rebuild's read-ahead leaves it out (projections.read_ahead)
-    prepare_parses = topics_of(User.Provisioned)  # its sealed attributes: prepare reads them
-
-    @staticmethod
-    def prepare(topic: str, state: dict) -> dict:
-        """The event as ``apply`` reads it, for a rebuild's read-ahead child to give
-        (``projections.read_ahead``): what needs nothing but the event worked out there, in
-        the process with time to spare: the row's time and cause columns (the cause itself
-        left out) and a user's or group's creation (``prepared_creation``, in place of
-        its attributes)."""
-        state[CAUSE_COLUMNS] = cause_columns(state)
-        state.pop("cause", None)
-        created = _FLATTENED_TOPICS.get(topic)
-        if created is not None and state["attributes"].__class__ is dict:  # parsed (not if prepare_parses was not told)
-            state[PREPARED] = prepared_creation(created, state)
-            del state["attributes"]
-        return state
+    # A rebuild's read-ahead child leaves out the topic and works out what needs nothing but
+    # the event (``prepare``), from a user's opened attributes among others.
+    preparation = Preparation(unread=("originator_topic",), prepare=prepare,
+                              parses=frozenset(topics_of(User.Provisioned)))
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None):

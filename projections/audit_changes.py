@@ -158,7 +158,7 @@ def _ended(flat: dict, state: dict) -> tuple[list[dict], None]:
 _CREATIONS: dict[type, Callable[[dict], State]] = {Token.Issued: _token_issued, Feed.Created: _feed_created}
 # Creations whose state is the attributes, flattened: their extensions.
 FLATTENED: dict[type, tuple[str, ...]] = {User.Provisioned: User.EXTENSIONS, Group.Created: Group.EXTENSIONS}
-PREPARED = "audit:created"  # a flattened creation's prepared_creation, as AuditLog.prepare gives it
+PREPARED = "audit:created"  # a flattened creation's prepared_creation, as projections.audit.prepare gives it
 _CHANGES: dict[type, Callable[[dict, dict], tuple[list[dict], str | None]]] = {
     User.AttributesChanged: _attributes_changed, Group.AttributesChanged: _attributes_changed,
     User.Deactivated: _active(False), User.Reactivated: _active(True),
@@ -183,7 +183,7 @@ def _creation(created: Callable[[dict], State]):
 def prepared_creation(event: type, state: dict) -> tuple[dict, str]:
     """A user's or group's creation as the log records it, which needs nothing but the
     event: ``(flattened attributes, changes as JSON text, sorted by path)``. A rebuild's
-    read-ahead child works it out (``AuditLog.prepare``): most of a creation's cost."""
+    read-ahead child works it out (``projections.audit.prepare``): most of a creation's cost."""
     flat = flatten(state["attributes"], FLATTENED[event])
     return flat, _dumps([{"path": p, "old": None, "new": v} for p, v in sorted(flat.items())]).decode()
 

@@ -23,6 +23,7 @@ from projections.directory_query import PageRow, ResourceRow, Source, TokenListi
 from projections.directory_reads import DirectoryReads
 from projections.directory_schema import (DDL, DEFERRED_INDEXES, INDEXES, MEMBER_INDEX, SCHEMA_VERSION, USER_COLUMNS,
                                           update_user_sql, user_columns)
+from projections.read_ahead import Preparation
 from projections.tracking import Events, TrackedProjection, file_id, topics_of, utc_text
 
 __all__ = ["Directory", "PageRow", "ResourceRow", "Source", "TokenRow", "TokenListing", "file_id", "utc_text"]
@@ -58,7 +59,7 @@ class Directory(DirectoryReads, TrackedProjection):
 
     topics = topics_of(*_HANDLERS, *clients.HANDLED)  # + OAuth clients and access tokens (issue 14)
     bulk_page = 5000  # events per transaction while bulk loading
-    unread = ("cause", "originator_topic")  # fields no handler reads: a rebuild's read-ahead leaves them out
+    preparation = Preparation(unread=("cause", "originator_topic"))  # fields no handler reads
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],
                  head: Callable[[], int] | None = None, on_erased: Callable[[str], None] | None = None):

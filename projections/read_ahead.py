@@ -14,11 +14,11 @@ pages 0.5-0.8 s of a 15 s rebuild (the time per page varies more than the halves
 with ``utc_text``, which takes either (``projections.tracking.Event``). The child parses
 as little as it can: an opened box's plaintext is JSON already and goes into the page as
 it is (``SealingTranscoder.decode_to_json``), and the fields the projection never reads
-(its ``unread``, e.g. the directory does not read an event's cause) are left out, so the
-parent parses half the JSON it would otherwise (measured on the 1M-event log). A
-projection's ``prepare``, the part of its work that needs nothing but the event (the audit
-log's time and cause columns), is done there too: the child has time to spare, the parent
-none.
+(its ``preparation.unread``, e.g. the directory does not read an event's cause) are left
+out, so the parent parses half the JSON it would otherwise (measured on the 1M-event log).
+A projection's ``preparation.prepare``, the part of its work that needs nothing but the
+event (the audit log's time and cause columns, and its creations), is done there too, as
+long as the child has time to spare and the parent none.
 
 The child asks the store for nothing through its parent's connections (SQLite's rule for
 fork): the reader's ``open_child()`` opens its own, and is called in the child. The parent
@@ -38,7 +38,7 @@ import gc
 import mmap
 import multiprocessing
 import pickle
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import orjson
 
@@ -49,7 +49,19 @@ DEPTH = 2  # pages the child may have read ahead of the one the parent applies
 SLOT = 32 << 20  # bytes of shared memory per page read ahead (a page bigger than that goes through the pipe)
 # (select_notifications, decode): decode(data, parsed=False), whose opened values are parsed if asked
 Reader = tuple[Callable[..., Sequence], Callable[..., dict]]
-Prepare = Callable[[str, dict], dict]  # a projection's ``prepare(topic, state)``: the state as its ``apply`` reads it
+
+
+class Preparation(NamedTuple):
+    """What a projection lets the child do to each event before handing it over (its
+    ``preparation``): leave out the fields it never reads (``unread``, e.g. the directory
+    does not read the cause), and do the part of its work that needs nothing but the event
+    (``prepare(topic, state)`` gives the state as its ``apply`` reads it; ``parses``: the
+    topics whose opened values ``prepare`` reads, parsed for it, the others handed on as
+    they are)."""
+
+    unread: tuple[str, ...] = ()
+    prepare: Callable[[str, dict], dict] | None = None
+    parses: frozenset[str] = frozenset()
 
 
 def decoded_page(select: Callable[..., Sequence], decode: Callable[[bytes], dict], key: tuple) -> list:
@@ -59,8 +71,9 @@ def decoded_page(select: Callable[..., Sequence], decode: Callable[[bytes], dict
 
 
 def _page_as_lists(select: Callable[..., Sequence], decode: Callable[..., dict], key: tuple,
-                   unread: tuple[str, ...], prepare: Prepare | None, parsed: frozenset[str] = frozenset()) -> list:
+                   preparation: Preparation = Preparation()) -> list:
     start, limit, stop, topics, inclusive = key
+    unread, prepare, parsed = preparation
     rows = []
     for n in select(start, limit, stop=stop, topics=topics, inclusive_of_start=inclusive):
         state = decode(n.state, True) if n.topic in parsed else decode(n.state)
@@ -75,22 +88,17 @@ def _page_as_lists(select: Callable[..., Sequence], decode: Callable[..., dict],
 class ReadAhead:
     """``select_notifications`` whose rows come with ``state`` already decoded (give the
     projection ``decoded`` as its decode), the next pages read ahead by a child process
-    that gets its own reader from ``open_child`` (called in the child). ``unread``: the
-    event fields the projection never reads (``TrackedProjection`` subclasses may name
-    them, e.g. the cause), which the child leaves out of what it hands over; ``prepare``: the
-    projection's work on each event that needs nothing but the event (``AuditLog.prepare``),
-    which the child does instead of the parent; ``parsed``: the topics whose opened values
-    ``prepare`` reads (the child parses those, and hands the others on unparsed)."""
+    that gets its own reader from ``open_child`` (called in the child) and treats each
+    event as the projection's ``preparation`` says."""
 
     def __init__(self, select: Callable[..., Sequence], decode: Callable[[bytes], dict],
-                 open_child: Callable[[], Reader], unread: tuple[str, ...] = (), prepare: Prepare | None = None,
-                 parsed: frozenset[str] = frozenset()):
+                 open_child: Callable[[], Reader], preparation: Preparation = Preparation()):
         self._select, self._decode = select, decode
         # Shared with the child (anonymous: it goes with the two processes, nothing of it on disk).
         self._slots = mmap.mmap(-1, DEPTH * SLOT)
         context = multiprocessing.get_context("fork")
         self._pipe, theirs = context.Pipe()
-        self._child = context.Process(target=_serve, args=(theirs, self._pipe, self._slots, open_child, unread, prepare, parsed),
+        self._child = context.Process(target=_serve, args=(theirs, self._pipe, self._slots, open_child, preparation),
                                       daemon=True, name="replay-read-ahead")
         self._child.start()
         theirs.close()
@@ -153,14 +161,13 @@ def decoded(state: dict) -> dict:
     return state
 
 
-def _serve(pipe, parents, slots: mmap.mmap, open_child: Callable[[], Reader], unread: tuple[str, ...],
-           prepare: Prepare | None, parsed: frozenset[str]) -> None:
+def _serve(pipe, parents, slots: mmap.mmap, open_child: Callable[[], Reader], preparation: Preparation) -> None:
     """The child: from the key the parent starts it at, read each page and the ones after
     it, decoded, as JSON into a free slot (up to ``DEPTH`` ahead of the parent), and say so
     (``("slot", n, length)``); a page too big for a slot goes through the pipe, the
     exception that reading one raised too (``("error", pickled)``), and then it waits.
     Its ``decode`` gives states ready for ``orjson.dumps`` (``SealingTranscoder.
-    decode_to_json``: opened boxes as fragments, or parsed for the ``parsed`` topics). It
+    decode_to_json``: opened boxes as fragments, or parsed for the ``parses`` topics). It
     ends when the parent closes the pipe."""
     parents.close()  # or the parent's closing it would not end our pipe
     gc.disable()  # decoded events hold no cycles (the parent's rebuild runs without it too)
@@ -180,7 +187,7 @@ def _serve(pipe, parents, slots: mmap.mmap, open_child: Callable[[], Reader], un
             while key is None or not free or pipe.poll():
                 heard(pipe.recv())
             try:
-                rows = _page_as_lists(select, decode, key, unread, prepare, parsed)
+                rows = _page_as_lists(select, decode, key, preparation)
                 answer = orjson.dumps(rows)
             except Exception as error:
                 try:

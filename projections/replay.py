@@ -40,7 +40,7 @@ from projections.activity import Activity
 from projections.audit import AuditLog
 from projections.directory import Directory, ResourceRow
 from projections.log_pages import pages_of
-from projections.read_ahead import ReadAhead, decoded
+from projections.read_ahead import Preparation, ReadAhead, decoded
 from projections.tracking import connect
 
 PROJECTIONS: dict[str, tuple[type, str]] = {
@@ -57,21 +57,18 @@ class Recorder:
     pages are read as plain rows where the store allows (``projections.log_pages``).
     Given ``decode`` and a reader that allows it (``read_ahead``), the rows come decoded
     and the next page is read ahead by a child process (``projections.read_ahead``; give
-    the projection ``self.decode``, and ``close`` when done), without the event fields
-    ``unread`` (the projection's ``unread``: fields it never reads) and as its ``prepare``
-    makes them (work that needs nothing but the event, done in the child; ``parsed``: the
-    topics whose values it reads)."""
+    the projection ``self.decode``, and ``close`` when done), each event as the
+    projection's ``preparation`` says (``projections.read_ahead.Preparation``)."""
 
     def __init__(self, recorder, stop: int | None = None, on_page: Callable[[list], None] | None = None,
-                 decode: Callable[[bytes], dict] | None = None, unread: tuple[str, ...] = (),
-                 prepare: Callable[[str, dict], dict] | None = None, parsed: frozenset[str] = frozenset()):
+                 decode: Callable[[bytes], dict] | None = None, preparation: Preparation = Preparation()):
         self.inner, self.stop, self.on_page = recorder, stop, on_page
         self._select = pages_of(recorder)
         self.decode, self._ahead = decode, None
         child = decode is not None and getattr(recorder, "read_ahead", None)
         child = child and child(decode)
         if child:
-            self._ahead = ReadAhead(self._select, decode, *child, unread=unread, prepare=prepare, parsed=parsed)
+            self._ahead = ReadAhead(self._select, decode, *child, preparation)
             self._select, self.decode = self._ahead.select_notifications, decoded
 
     def close(self) -> None:
@@ -219,8 +216,7 @@ def _build(kind: str, path: Path, recorder, decode, stream: TextIO | None, stop:
     head = recorder.max_notification_id() or 0
     progress = Progress(kind, 0, head if stop is None else min(head, stop), stream)
     cls = PROJECTIONS[kind][0]
-    reader = Recorder(recorder, stop, progress.page, decode, getattr(cls, "unread", ()), getattr(cls, "prepare", None),
-                      frozenset(getattr(cls, "prepare_parses", ())))
+    reader = Recorder(recorder, stop, progress.page, decode, cls.preparation)
     collecting = gc.isenabled()
     gc.disable()  # decoded events hold no cycles; walking the page's objects again and again did (~3 %)
     try:

@@ -56,6 +56,8 @@ from typing import Callable, Iterator, NamedTuple
 
 from eventsourcing.utils import get_topic, resolve_topic
 
+from projections.read_ahead import Preparation
+
 PAGE = 1000  # events per transaction
 POSITION_NAME = "ledger"
 POSITION_DDL = """
@@ -126,6 +128,7 @@ class TrackedProjection:
 
     topics: tuple[str, ...] = ()
     bulk_page: int | None = None  # events per transaction while bulk loading (None: PAGE)
+    preparation = Preparation()  # what a rebuild's read-ahead child may do to each event for it
     scrub_pending = False  # an erasure was applied: truncate the write-ahead log (``erasure_applied``)
 
     def __init__(self, path: Path | str, recorder, decode: Callable[[bytes], dict],

@@ -80,7 +80,7 @@ def test_pages_read_ahead_are_the_pages_read_here_decoded(runtime, monkeypatch, 
 
 def test_the_fields_a_projection_does_not_read_are_left_out_of_the_pages_read_ahead(runtime):
     store = runtime.event_store
-    reader = Recorder(store.rebuild_reader, decode=store.decode, unread=Directory.unread)
+    reader = Recorder(store.rebuild_reader, decode=store.decode, preparation=Directory.preparation)
     try:
         ahead = [row for page in pages(reader.select_notifications, 3)[1:] for row in page]
     finally:
@@ -88,8 +88,8 @@ def test_the_fields_a_projection_does_not_read_are_left_out_of_the_pages_read_ah
     here = {n.id: store.decode(n.state) for n in pages_of(runtime.ledger.recorder)(1, 1000)}
     assert ahead and all("cause" in here[row.id] for row in ahead)
     for row in ahead:
-        assert set(row.state) == set(here[row.id]) - set(Directory.unread)
-        assert same_time(row.state) == same_time({k: v for k, v in here[row.id].items() if k not in Directory.unread})
+        assert set(row.state) == set(here[row.id]) - set(Directory.preparation.unread)
+        assert same_time(row.state) == same_time({k: v for k, v in here[row.id].items() if k not in Directory.preparation.unread})
 
 
 def same_time(*row) -> tuple:
@@ -223,8 +223,9 @@ def test_a_user_saved_with_its_first_changes_rebuilds_as_applied_event_by_event(
 
 
 def test_an_audit_log_rebuilt_with_its_rows_prepared_in_the_child_is_the_live_one(runtime, monkeypatch):
-    """``AuditLog.prepare`` (time and cause columns, in the child) gives the rows and states
-    that the parent's own reading gives (the first page, and every page of a live catch-up)."""
+    """``projections.audit.prepare`` (time and cause columns, creations, in the child) gives
+    the rows and states that the parent's own reading gives (the first page, and every page
+    of a live catch-up)."""
     from projections.audit import CAUSE_COLUMNS, PREPARED, AuditLog
 
     CREATED = topics_of(User.Provisioned, Group.Created)
@@ -251,8 +252,7 @@ def test_an_audit_log_rebuilt_with_its_rows_prepared_in_the_child_is_the_live_on
     assert runtime.audit.conn.execute(states).fetchall() == live_states
 
     store = runtime.event_store
-    reader = Recorder(store.rebuild_reader, decode=store.decode, unread=AuditLog.unread, prepare=AuditLog.prepare,
-                      parsed=frozenset(AuditLog.prepare_parses))
+    reader = Recorder(store.rebuild_reader, decode=store.decode, preparation=AuditLog.preparation)
     try:
         first, *ahead = [row for row in pages(reader.select_notifications, 2, AuditLog.topics)]
     finally:
