@@ -126,11 +126,12 @@ def cause_columns(state: dict) -> tuple:
 def prepare(topic: str, state: dict) -> dict:
     """The event as ``AuditLog.apply`` reads it, for a rebuild's read-ahead child to give
     (``projections.read_ahead``): what needs nothing but the event worked out there, in
-    the process with time to spare: the row's time and cause columns (the cause itself
-    left out) and a user's or group's creation (``prepared_creation``, in place of its
-    attributes)."""
+    the process with time to spare: the row's time and cause columns (the timestamp and
+    the cause themselves left out) and a user's or group's creation (``prepared_creation``,
+    in place of its attributes)."""
     state[CAUSE_COLUMNS] = cause_columns(state)
     state.pop("cause", None)
+    del state["timestamp"]
     created = _FLATTENED_TOPICS.get(topic)
     if created is not None and state["attributes"].__class__ is dict:  # parsed (unless its topic was not in parses)
         state[PREPARED] = prepared_creation(created, state)
