@@ -133,7 +133,7 @@ def prepare(topic: str, state: dict) -> dict:
     state.pop("cause", None)
     del state["timestamp"]
     created = _FLATTENED_TOPICS.get(topic)
-    if created is not None and state["attributes"].__class__ is dict:  # parsed (unless its topic was not in parses)
+    if created is not None:  # its attributes parsed: User.Provisioned is in the preparation's parses
         state[PREPARED] = prepared_creation(created, state)
         del state["attributes"]
     return state

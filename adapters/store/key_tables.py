@@ -159,11 +159,6 @@ class _PostgresTable:
             found[subject] = bytes(wrapped)
         return found
 
-    def wrapped(self, limit: int) -> Iterator[tuple[str, bytes]]:
-        for row in self._run(f"SELECT subject, wrapped FROM {self.keys} LIMIT %s", (limit,), fetch=True):
-            subject, wrapped = row.values() if isinstance(row, dict) else row
-            yield subject, bytes(wrapped)
-
     def rows(self) -> Iterator[tuple[str, str, bytes, str]]:
         rows = self._run(f"SELECT subject, tenant, wrapped, created FROM {self.keys} ORDER BY subject", fetch=True)
         for row in rows:

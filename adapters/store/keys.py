@@ -165,7 +165,8 @@ class KeyTable:
         reading the whole log meets every user, and looking their keys up a page at a time
         cost its reader twice the CPU of one scan (the 1M-event log's 234,500 keys,
         unwrapping included: 1.85 s against 0.91 s, medians of 3 interleaved). A subject
-        the scan did not find is still looked up when met (its key may be newer)."""
+        the scan did not find is still looked up when met (its key may be newer). SQLite
+        tables only: the read-ahead child that calls it reads a SQLite log."""
         cache = self._cache
         for subject, wrapped in self.table.wrapped(cache.limit):
             cache.put(subject, self._unwrap(subject, wrapped))
