@@ -30,17 +30,19 @@ def test_backup_is_a_consistent_copy_taken_while_writers_write(sqlite_runtime, t
     ledger = runtime.ledger
     bo = ledger.provision_user("default", entra_user("bo"), CAUSE).id
     ledger.erase_user(bo, "GDPR request 9", CAUSE)
-    stop = threading.Event()
+    stop, wrote = threading.Event(), threading.Event()
 
     def write():
         n = 0
         while not stop.is_set():
             ledger.provision_user("default", entra_user(f"w{n}"), CAUSE)
+            wrote.set()
             n += 1
 
     writer = threading.Thread(target=write)
     writer.start()
     try:
+        assert wrote.wait(30)  # the backup starts with a writer already writing (it once finished first)
         code, out, err = cli(capsys, "backup", "--to", str(tmp_path / "b1"), "--data", str(runtime.data))
     finally:
         stop.set()
