@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import os
 import re
 import sqlite3
 import threading
@@ -112,6 +113,7 @@ class RequestLogStore:
             dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=int(pg["POSTGRES_PORT"]),
             user=pg["POSTGRES_USER"], password=pg.get("POSTGRES_PASSWORD") or None, autocommit=True,
             connect_timeout=int(float(pg.get("POSTGRES_CONNECT_TIMEOUT") or 5)),
+            application_name=f"scimledger request-log pid {os.getpid()}",  # (pg_stat_activity: whose it is)
         )
 
     @property

@@ -3,6 +3,7 @@ readiness and the start of a node that joins a shared store."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -159,6 +160,9 @@ def test_every_connection_has_a_statement_timeout(tmp_path, pg_store):
         with runtime.ledger.factory.datastore.get_connection() as conn:
             assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "300ms"
             assert conn.execute("SHOW application_name").fetchone()["application_name"].startswith("scimledger")
+        # The request log's own connection says whose it is too (docs/several-nodes.md, max_connections).
+        name = runtime.requests.conn.execute("SHOW application_name").fetchone()[0]
+        assert name == f"scimledger request-log pid {os.getpid()}"
         from eventsourcing.persistence import OperationalError
 
         started = time.monotonic()
