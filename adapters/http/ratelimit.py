@@ -52,6 +52,21 @@ class Limits:
     def enabled(self) -> bool:
         return self.rate > 0
 
+    def refill(self, tokens: float, at: float, now: float) -> float:
+        """The tokens at ``now`` of a bucket that held ``tokens`` at ``at``."""
+        return min(self.burst, tokens + max(0.0, now - at) * self.rate)
+
+    def is_full(self, tokens: float, at: float, now: float) -> bool:
+        """Refilled by ``now``: such a bucket equals no bucket, and may be forgotten."""
+        return tokens + (now - at) * self.rate >= self.burst
+
+    def spend(self, tokens: float, take: bool) -> tuple[float, float]:
+        """One request against a bucket holding ``tokens`` (refilled): ``(tokens left,
+        seconds to wait)``, the wait 0 when it may go ahead (one token fewer if taken)."""
+        if tokens < 1:
+            return tokens, (1 - tokens) / self.rate
+        return (tokens - 1 if take else tokens), 0.0
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -86,9 +101,26 @@ def now() -> float:
     return time.monotonic()
 
 
-class Limiter:
-    """Token buckets by key. ``take(key)`` answers 0 when the request may go ahead, else
-    the seconds until it may; ``wait(key)`` answers the same without taking."""
+class Buckets:
+    """``take(key)`` answers 0 when the request may go ahead, else the seconds until it
+    may; ``wait(key)`` answers the same without taking. Subclasses keep the buckets
+    (``_use``): in this process (``Limiter``) or shared by a node's workers
+    (``adapters.http.shared_limits.SharedLimiter``)."""
+
+    limits: Limits
+
+    def take(self, key: str) -> float:
+        return self._use(key, take=True) if self.limits.enabled else 0.0
+
+    def wait(self, key: str) -> float:
+        return self._use(key, take=False) if self.limits.enabled else 0.0
+
+    def _use(self, key: str, take: bool) -> float:
+        raise NotImplementedError
+
+
+class Limiter(Buckets):
+    """Token buckets by key, in the memory of this process."""
 
     def __init__(self, limits: Limits, clock: Callable[[], float] | None = None, max_keys: int = MAX_KEYS):
         self.limits = limits
@@ -97,36 +129,24 @@ class Limiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
         self._lock = threading.Lock()
 
-    def take(self, key: str) -> float:
-        return self._use(key, take=True)
-
-    def wait(self, key: str) -> float:
-        return self._use(key, take=False)
-
     def _use(self, key: str, take: bool) -> float:
-        if not self.limits.enabled:
-            return 0.0
-        rate, burst = self.limits.rate, self.limits.burst
+        limits = self.limits
         with self._lock:
             now = self.clock()
-            tokens, at = self._buckets.get(key, (burst, now))
-            tokens = min(burst, tokens + (now - at) * rate)
-            if tokens < 1:
-                self._buckets[key] = (tokens, now)
-                return (1 - tokens) / rate
-            if take:
-                self._buckets[key] = (tokens - 1, now)
+            tokens, at = self._buckets.get(key, (limits.burst, now))
+            left, wait = limits.spend(limits.refill(tokens, at, now), take)
+            if wait or take or key in self._buckets:
+                self._buckets[key] = (left, now)
+            if take and not wait:
                 self._buckets.move_to_end(key)
                 if len(self._buckets) > self.max_keys:
                     self._forget(now)
-            elif key in self._buckets:
-                self._buckets[key] = (tokens, now)
-            return 0.0
+            return wait
 
     def _forget(self, now: float) -> None:
-        """Drop buckets that have refilled (they equal no bucket), then the oldest."""
-        rate, burst = self.limits.rate, self.limits.burst
-        for key in [k for k, (tokens, at) in self._buckets.items() if tokens + (now - at) * rate >= burst]:
+        """Drop buckets that have refilled, then the oldest."""
+        full = self.limits.is_full
+        for key in [k for k, (tokens, at) in self._buckets.items() if full(tokens, at, now)]:
             del self._buckets[key]
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)

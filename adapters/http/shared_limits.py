@@ -40,7 +40,7 @@ EMPTY = bytes(16)
 log = logging.getLogger("scimledger")
 
 
-class SharedLimiter:
+class SharedLimiter(ratelimit.Buckets):
     def __init__(self, path: str | Path, limits: ratelimit.Limits, clock: Callable[[], float] | None = None,
                  slots: int = SLOTS):
         self.limits = limits
@@ -59,16 +59,8 @@ class SharedLimiter:
         self.map = mmap.mmap(self.fd, size)
         self._lock = threading.Lock()
 
-    def take(self, key: str) -> float:
-        return self._use(key, take=True)
-
-    def wait(self, key: str) -> float:
-        return self._use(key, take=False)
-
     def _use(self, key: str, take: bool) -> float:
-        if not self.limits.enabled:
-            return 0.0
-        rate, burst = self.limits.rate, self.limits.burst
+        limits = self.limits
         digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         home = int.from_bytes(digest[:8], "little") % self.slots
         with self._lock:
@@ -76,21 +68,16 @@ class SharedLimiter:
             try:
                 now = self.clock()
                 offset, tokens, at, found = self._find(digest, home, now)
-                tokens = min(burst, tokens + max(0.0, now - at) * rate) if found else burst
-                if tokens < 1:
-                    RECORD.pack_into(self.map, offset, digest, tokens, now)
-                    return (1 - tokens) / rate
-                if take:
-                    RECORD.pack_into(self.map, offset, digest, tokens - 1, now)
-                elif found:
-                    RECORD.pack_into(self.map, offset, digest, tokens, now)
-                return 0.0
+                left, wait = limits.spend(limits.refill(tokens, at, now), take)
+                if wait or take or found:
+                    RECORD.pack_into(self.map, offset, digest, left, now)
+                return wait
             finally:
                 unlock_byte(self.fd, 0)
 
     def _find(self, digest: bytes, home: int, now: float) -> tuple[int, float, float, bool]:
         """(offset, tokens, at, found): the key's record, else the record to give it."""
-        rate, burst = self.limits.rate, self.limits.burst
+        burst, full = self.limits.burst, self.limits.is_full
         victim, victim_idle = -1, -1.0
         for step in range(PROBE):
             offset = ((home + step) % self.slots) * RECORD.size
@@ -99,7 +86,7 @@ class SharedLimiter:
                 return offset, tokens, at, True
             if stored == EMPTY:
                 return offset, burst, now, False
-            idle = float("inf") if tokens + (now - at) * rate >= burst else now - at
+            idle = float("inf") if full(tokens, at, now) else now - at
             if idle > victim_idle:
                 victim, victim_idle = offset, idle
         return victim, burst, now, False

@@ -75,3 +75,27 @@ def test_retry_after_is_whole_seconds_at_least_one():
     assert ratelimit.retry_after(0.01) == "1"
     assert ratelimit.retry_after(1.0) == "1"
     assert ratelimit.retry_after(1.2) == "2"
+
+
+def test_the_shared_limiter_answers_as_the_per_process_one(tmp_path):
+    """Both keep the same token buckets (``Limits.refill``/``spend``), only elsewhere: for a
+    random run of takes and waits over a few keys and moving time, the same answers."""
+    import random
+
+    from adapters.http.shared_limits import SharedLimiter
+
+    limits = ratelimit.Limits(rate=2.0, burst=3.0)
+    t = [100.0]
+    local = ratelimit.Limiter(limits, clock=lambda: t[0])
+    shared = SharedLimiter(tmp_path / "l.bin", limits, clock=lambda: t[0])
+    rng = random.Random(7)
+    answers = []
+    for _ in range(2000):
+        key = rng.choice("abc")
+        t[0] += rng.choice((0.0, 0.0, 0.0, 0.05, 0.1, 1.0))
+        use = rng.choice(("take", "take", "wait"))
+        expected, got = getattr(local, use)(key), getattr(shared, use)(key)
+        assert got == pytest.approx(expected), (use, key, t[0])
+        answers.append(expected > 0)
+    assert 0.1 < sum(answers) / len(answers) < 0.9  # both refusals and admissions were compared
+    shared.close()
