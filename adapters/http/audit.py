@@ -57,8 +57,9 @@ def decode_cursor(text: str) -> int:
         raise InvalidValue("cursor: not a cursor this server gave out") from None
 
 
-def _time(req: falcon.Request, name: str) -> str | None:
-    text = req.get_param(name)
+def moment_param(req: falcon.Request, name: str) -> str | None:
+    """Query parameter ``name`` as a moment (UTC text), None if absent; 400 if not a time."""
+    text = (req.get_param(name) or "").strip()
     if not text:
         return None
     try:
@@ -91,8 +92,8 @@ class Events:
             resource_ids=[resource] if resource else None,
             user_name=req.get_param("user") or None,
             actor=req.get_param("actor") or None,
-            since=_time(req, "since"),
-            until=_time(req, "until"),
+            since=moment_param(req, "since"),
+            until=moment_param(req, "until"),
             types=types,
             after=decode_cursor(cursor) if cursor else None,
             limit=count + 1,
@@ -126,7 +127,7 @@ class AsOf:
         self.audit, self.ledger, self.kind = audit, ledger, kind
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
-        moment = _time(req, "asOf") or utc_text(datetime.now(UTC))
+        moment = moment_param(req, "asOf") or utc_text(datetime.now(UTC))
         audit = self.audit
         audit.catch_up()
         kind = self.kind[:-1]

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import orjson
 
+from adapters.http.audit import moment_param
 from adapters.http.console import charts
 from adapters.http.console.web import Page, query_link, render
 from adapters.http.rendering import user_resource
@@ -16,7 +17,7 @@ from domain.errors import InvalidValue, NotFound
 from domain.filter import parse_filter, parse_path
 from projections import console_queries as cq
 from projections.activity import KINDS
-from projections.audit import Query, parse_time
+from projections.audit import Query
 from projections.directory import Source, utc_text
 from projections.directory_query import ResourceRow
 from projections.filter_sql import compile_filter, compile_sort_key
@@ -33,16 +34,6 @@ def _quoted(text: str) -> str:
 
 def _offset(req) -> int:
     return req.get_param_as_int("start", min_value=0, max_value=10_000_000, default=0)
-
-
-def moment_param(req, name: str) -> str | None:
-    text = (req.get_param(name) or "").strip()
-    if not text:
-        return None
-    try:
-        return parse_time(text)
-    except ValueError as error:
-        raise InvalidValue(f"{name}: {error}") from None
 
 
 class Overview(Page):

@@ -8,7 +8,7 @@ import io
 
 import orjson
 
-from adapters.http.console.pages import moment_param
+from adapters.http.audit import moment_param
 from adapters.http.console.web import Page, query_link, render, secure_headers
 from adapters.store.request_log import STATUS_CLASSES
 from domain.errors import InvalidValue
