@@ -2,7 +2,8 @@
 switches: ``accept`` (202, keeps the SET), ``slow`` (waits ``delay`` then 202), ``hang``
 (waits ``delay`` and then answers 503: longer than the pusher's timeout),
 ``fail`` (503), ``refuse`` (400 with an RFC 8935 ``err``). Not listening at all (before
-``start()`` or after ``close()``) is the "connection refused" case."""
+``start()`` or after ``close()``) is the "connection refused" case. Port 0: any free port
+(``port`` and ``url`` say which once started)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ class Receiver:
                     pass  # the pusher gave up waiting
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if not self.port:  # port 0: the one the system gave
+            self.port = self._server.server_address[1]
+            self.url = f"http://127.0.0.1:{self.port}/set"
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

@@ -10,7 +10,6 @@ import time
 import adapters.push_loop
 from adapters.push import PushWorker
 from tests.e2e.set_receiver import Receiver, wait_for
-from tests.processes import free_port
 from tests.samples import ENTRA_CREATE
 
 OPERATOR = {"tenant": "default", "actor": "operator", "actor_label": "test", "request_id": None, "method": "POST"}
@@ -19,7 +18,7 @@ OPERATOR = {"tenant": "default", "actor": "operator", "actor_label": "test", "re
 def test_a_quiet_loop_reads_the_head_seldom_and_still_sees_an_unpoked_change(sqlite_runtime, monkeypatch):
     monkeypatch.setattr(adapters.push_loop, "QUIET", 0.3)
     feeds = sqlite_runtime.feeds
-    receiver = Receiver(free_port()).start()
+    receiver = Receiver(0).start()
     feeds.create("default", "push", OPERATOR, push_url=receiver.url)
     reads = []
     head = feeds.head
