@@ -97,6 +97,18 @@ class RequestLogStore:
         schema = (pg or {}).get("POSTGRES_SCHEMA")
         self.table = f'"{schema}".{TABLE}' if schema else TABLE
         self._ready = False
+        if path is not None:
+            # The file made WAL, with its tables, here and now: threads that opened a new file
+            # at once (a request's and the writer's) had ``PRAGMA journal_mode=WAL``, which
+            # needs the file to itself, refused at once with "database is locked" (a 503),
+            # not waited for. Once the file is WAL, that pragma asks for nothing. (Closed
+            # again: this may run before gunicorn forks its workers.)
+            conn = self._connect()
+            try:
+                self._create(conn)
+            finally:
+                conn.close()
+            self._ready = True
 
     # -- connections -------------------------------------------------------------------
 

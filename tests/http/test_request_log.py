@@ -3,11 +3,12 @@ retention, size bound, erasure, several nodes (the command line: tests/e2e/test_
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import falcon.testing
 
-from adapters.store.request_log import RequestLogSettings, is_probe, utc_text
+from adapters.store.request_log import RequestLogSettings, RequestLogStore, is_probe, utc_text
 from adapters.operator import issue_token
 from tests.conftest import ScimClient, node_settings
 
@@ -94,3 +95,17 @@ def test_with_postgresql_every_node_sees_every_nodes_requests(tmp_path, pg_store
     finally:
         one.close()
         two.close()
+
+
+def test_a_new_request_log_file_is_wal_with_its_tables_before_any_thread_uses_it(tmp_path):
+    """Two threads opening a brand-new file at once (a console request's and the writer's)
+    had ``PRAGMA journal_mode=WAL`` refused at once with "database is locked": a 503 on
+    ``GET /console/login`` now and then. The store now makes the file when it is made."""
+    path = tmp_path / "requests.sqlite3"
+    RequestLogStore(path=path)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'scimledger_requests'").fetchone()[0] == 1
+    finally:
+        conn.close()
