@@ -151,7 +151,7 @@ class DeliveryLoop:
         has SETs to send, ``QUIET_WATCH`` after ``QUIET`` without either (this process's
         own saves poke at once either way; another node's or a command's first change after
         a quiet spell is seen up to ``QUIET_WATCH`` later)."""
-        deliveries = self.worker.deliveries.values()
+        deliveries = list(self.worker.deliveries.values())  # (one C call: the supervisor's thread changes the dict)
         if moved or any(d.queue or (d.connection is not None and d.connection.busy) for d in deliveries):
             self._busy_at = now
         return WATCH if now - self._busy_at < QUIET else QUIET_WATCH
@@ -187,7 +187,7 @@ class DeliveryLoop:
         Returns when the next turn is due (the next deadline or retry at the latest)."""
         worker, now, wall = self.worker, time.monotonic(), time.time()
         due = now + WAIT
-        deliveries = [d for d in worker.deliveries.values() if not d.done]
+        deliveries = [d for d in list(worker.deliveries.values()) if not d.done]
         for delivery in deliveries:
             connection = delivery.connection
             if connection is not None and connection.busy:
