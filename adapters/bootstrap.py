@@ -24,7 +24,7 @@ from adapters.http.readiness import Readiness
 from adapters.settings import SCHEMAS_ENV, Settings
 from adapters.store.config import EventStore, ledger_on, open_store, store_env
 from adapters.store.projection_files import set_aside_if_corrupt
-from adapters.store.request_log import open_request_log
+from adapters.store.request_writer import open_request_log
 from adapters.store.sqlitestore import FIRST_READ
 from domain import custom_schemas
 from domain.schemas import SchemaSet

@@ -82,7 +82,7 @@ def _error_of(resp: falcon.Response) -> tuple[str | None, str | None]:
 
 
 class RecordRequests:
-    """``writer`` has ``record(row)`` (adapters.store.request_log.RequestLogWriter)."""
+    """``writer`` has ``record(row)`` (adapters.store.request_writer.RequestLogWriter)."""
 
     def __init__(self, writer):
         self.writer = writer
