@@ -17,7 +17,6 @@ them for one background thread per process.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sqlite3
@@ -26,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-log = logging.getLogger("scimledger.requests")
 
 TABLE = "scimledger_requests"
 COLUMNS = ("time", "tenant", "token_id", "token_label", "method", "path", "query", "status", "scim_type",
