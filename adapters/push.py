@@ -27,9 +27,9 @@ the SET skipped; anything else — refused or reset connections, timeouts, 5xx, 
 answers — is retried with capped exponential backoff and jitter, for as long as it takes
 (the failures, the last error and the next attempt are in ``scimledger feed list``).
 
-The loop looks at the log's head every ``WATCH`` seconds, and at once when this process
-records something (``poke``); it reads the new changes once for the feeds at the same
-place (projections.feeds). Each feed has its own connection, deadline and retry timer
+The loop looks at the log's head every ``WATCH`` seconds, and at once when this node
+records something (``poke``) or PostgreSQL tells of another node's save (``notices``); it
+reads the new changes once for the feeds at the same place (projections.feeds). Each feed has its own connection, deadline and retry timer
 (adapters.push_http), so one slow or dead receiver delays no other feed, and no SCIM
 request waits for delivery.
 """
@@ -131,10 +131,11 @@ class Delivery:
 
 
 class PushWorker:
-    def __init__(self, feeds, node_lock: Path | None = None, pokes: int | None = None):
+    def __init__(self, feeds, node_lock: Path | None = None, pokes: int | None = None, notices=None):
         self.feeds = feeds
         self.node_lock = node_lock
         self.pokes = pokes  # a pipe's read end: a byte in it means "look at the head" (another process recorded)
+        self.notices = notices  # adapters.store.log_notices.LogNotices: PostgreSQL says another node recorded
         self._lock_file = None
         self.store = feeds.store
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

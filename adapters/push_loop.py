@@ -2,9 +2,10 @@
 
 One selector over the feeds' non-blocking connections (adapters.push_http.Connection) and
 a wake-up pipe. Each pass: the sockets that are ready move their POST on (an answered feed
-starts its next SET at once); the log's head is read when this process recorded something
-(``poke``) or every ``WATCH`` seconds (other processes and nodes; ``QUIET_WATCH`` once
-every feed has been idle for ``QUIET``, and before every turn); and on a turn — the head
+starts its next SET at once); the log's head is read when this node recorded something
+(``poke``), when PostgreSQL tells of a save (``notices``: another node's), and every
+``WATCH`` seconds (commands, nodes whose notice was lost; ``QUIET_WATCH`` once every feed
+has been idle for ``QUIET``, and before every turn); and on a turn — the head
 moved, the supervisor changed the feeds, a deadline or retry is due — a POST past its
 deadline fails and every feed that is free (no POST in flight, not waiting for a retry,
 its lease long enough to cover a whole POST) starts its next SET. A poke after a quiet
@@ -45,6 +46,7 @@ PAUSE = 1.0  # seconds a feed waits after store trouble before it reads the log 
 AHEAD = 16  # changes of a feed whose SETs are signed at a time
 AHEAD_AGE = 10.0  # seconds a SET signed ahead may wait to be sent (its iat), else it is signed again
 _POKES = "pokes"  # the selector's mark of the pipe other processes poke
+_NOTICES = "notices"  # and of the connection PostgreSQL tells of other nodes' saves on
 
 
 def backoff(failures: int, cap: float) -> float:
@@ -67,6 +69,7 @@ class DeliveryLoop:
         self._sent_at = 0.0  # when the last pass sent SETs
         self._busy_at = 0.0  # when the head last moved or a feed last had a SET to send
         self._read_at = 0.0  # when the head was last read
+        self._notices_fd: int | None = None  # the socket of worker.notices, while it listens
 
     def poke(self) -> None:
         """This process recorded something: look at the log's head soon. Any thread."""
@@ -98,6 +101,7 @@ class DeliveryLoop:
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         if worker.pokes is not None:  # the server's workers' pokes (adapters.push_process)
             selector.register(worker.pokes, selectors.EVENT_READ, _POKES)
+        self._listen()
         head, look_at, turn_at = -1, 0.0, 0.0
         try:
             while not worker.stopping.is_set():
@@ -111,6 +115,13 @@ class DeliveryLoop:
                             look_at = min(look_at, self._looked + LINGER)
                         elif key.data is _POKES:
                             self._drain(worker.pokes)
+                            self._poked = True
+                            look_at = min(look_at, self._looked + LINGER)
+                        elif key.data is _NOTICES:
+                            if not worker.notices.heard():  # the connection is gone: listen again later
+                                selector.unregister(self._notices_fd)
+                                self._notices_fd = None
+                                worker.notices.close()
                             self._poked = True
                             look_at = min(look_at, self._looked + LINGER)
                         elif self._ready(key.data):
@@ -132,6 +143,7 @@ class DeliveryLoop:
                         if poked:  # (the looks every WATCH seconds do not make a poke wait)
                             self._looked = now
                         look_at = now + self._watch(now, head != seen)
+                        self._listen()
                         if head != seen:
                             turn_at = 0.0
                     if now >= turn_at:
@@ -144,6 +156,8 @@ class DeliveryLoop:
             for delivery in list(worker.deliveries.values()):
                 self._let_go(delivery)
             selector.close()
+            if worker.notices is not None:
+                worker.notices.close()
             worker.store.close()  # this thread's connection, if rendering opened one
 
     def _watch(self, now: float, moved: bool) -> float:
@@ -155,6 +169,17 @@ class DeliveryLoop:
         if moved or any(d.queue or (d.connection is not None and d.connection.busy) for d in deliveries):
             self._busy_at = now
         return WATCH if now - self._busy_at < QUIET else QUIET_WATCH
+
+    def _listen(self) -> None:
+        """Watch the log's notices (PostgreSQL), unless watched already: at the start, and
+        after the connection was lost (``LogNotices.listen`` tries every ``RETRY`` seconds)."""
+        notices = self.worker.notices
+        if notices is None or self._notices_fd is not None:
+            return
+        fd = notices.listen()
+        if fd is not None:
+            self.selector.register(fd, selectors.EVENT_READ, _NOTICES)
+            self._notices_fd = fd
 
     def _gather(self) -> None:
         """Right after a pass sent SETs, wait ``GATHER`` before looking at the sockets: the

@@ -150,7 +150,8 @@ def _deliver(settings, pokes: int, parent: int) -> int:
         return 0
     runtime = Runtime(settings, check_directory=False, observed=False)
     try:
-        worker = PushWorker(runtime.feeds, node_lock=runtime.data / "push.lock", pokes=pokes).start()
+        worker = PushWorker(runtime.feeds, node_lock=runtime.data / "push.lock", pokes=pokes,
+                            notices=runtime.event_store.log_notices()).start()
         while not stopping.wait(WATCH_PARENT):
             if os.getppid() != parent:
                 log.warning("push delivery process: the server's arbiter is gone; stopping")

@@ -56,6 +56,7 @@ from adapters.store.keys import KeyTable, MasterKeySource
 from adapters.store.locks import AdvisoryLocks
 from adapters.store.group_commit import GroupCommitLedger
 from adapters.store.log_head import log_head
+from adapters.store.log_notices import LogNotices
 from adapters.store.sealing import PrefetchingRecorder, SealingMapper, SealingTranscoder
 from adapters.store.transcoder import OrjsonTranscoder
 from domain.uniqueness import ClaimIds
@@ -174,6 +175,13 @@ class EventStore:
     def mapper(self):
         """The mapper that writes this store's events (sealing personal values)."""
         return SealingMapper(self.transcoder, self.keys) if self.keys is not None else None
+
+    def log_notices(self) -> LogNotices | None:
+        """A listener for the NOTIFY of each save on PostgreSQL, for the delivery loop to
+        hear other nodes' changes at once (None on SQLite: the node's own workers poke it)."""
+        if not is_postgres(self.env):
+            return None
+        return LogNotices(schema_version.pg_conninfo(self.env), self.recorder.channel_name)
 
     def fill_pool(self) -> bool:
         """Open the connections the store's pool keeps now, not as threads first need

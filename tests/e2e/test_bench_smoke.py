@@ -75,3 +75,13 @@ def test_bench_replay_runs_at_a_tiny_size(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "replay directory" in done.stdout and "replay audit" in done.stdout and "events/s" in done.stdout
     assert "history of" in done.stdout
+
+
+@pytest.mark.postgres
+def test_bench_node_lag_measures_both_nodes_writes(postgres_url):
+    done = run_script("bench_node_lag", "--store", postgres_url, "--writes", "2", "--pause", "0.2", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = re.findall(r"^writes on node ([ab]) \((delivers the feed|does not deliver[^)]*)\): 2, lag p50 -?[\d.]+ ms",
+                      done.stdout, re.M)
+    assert sorted(rows)[0][0] == "a" and len(rows) == 2, done.stdout
+    assert {role.startswith("delivers") for _, role in rows} == {True, False}, done.stdout  # one node holds the feed
