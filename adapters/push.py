@@ -29,9 +29,9 @@ answers — is retried with capped exponential backoff and jitter, for as long a
 
 The loop looks at the log's head every ``WATCH`` seconds, and at once when this node
 records something (``poke``) or PostgreSQL tells of another node's save (``notices``); it
-reads the new changes once for the feeds at the same place (projections.feeds). Each feed has its own connection, deadline and retry timer
-(adapters.push_http), so one slow or dead receiver delays no other feed, and no SCIM
-request waits for delivery.
+reads the new changes once for the feeds at the same place (projections.feeds). Each feed
+has its own connection, deadline and retry timer (adapters.push_http), so one slow or dead
+receiver delays no other feed, and no SCIM request waits for delivery.
 """
 
 from __future__ import annotations

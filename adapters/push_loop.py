@@ -30,7 +30,6 @@ import itertools
 import random
 import selectors
 import time
-from collections import deque
 
 from adapters.push_http import Connection, Failed, Refused
 

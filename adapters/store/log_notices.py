@@ -25,16 +25,13 @@ RETRY = 5.0  # seconds between attempts to listen again after the connection was
 
 
 class LogNotices:
-    """A connection that LISTENs on the event log's channel. ``fileno()`` for a selector
-    (None while not connected); ``heard()`` when it is readable."""
+    """A connection that LISTENs on the event log's channel: ``listen()`` gives its socket
+    for a selector, ``heard()`` is called when that socket is readable."""
 
     def __init__(self, conninfo: dict, channel: str):
         self.conninfo, self.channel = conninfo, channel
         self._conn = None
         self._tried_at = -RETRY
-
-    def fileno(self) -> int | None:
-        return self._conn.fileno() if self._conn is not None else None
 
     def listen(self) -> int | None:
         """Connect and LISTEN, unless connected or tried less than ``RETRY`` seconds ago;
@@ -53,8 +50,8 @@ class LogNotices:
                                    application_name=f"scimledger log notices pid {os.getpid()}")
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         except psycopg.Error as error:
-            log.warning("push: cannot listen for the log's notices (%s); looking at the head every while instead",
-                        type(error).__name__)
+            log.warning("push: cannot listen for the log's notices (%s); other nodes' changes wait for "
+                        "the looks at the head", type(error).__name__)
             return None
         self._conn = conn
         return conn.fileno()

@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     resource_id TEXT, duration_ms REAL NOT NULL, client TEXT, request_id TEXT, probe INTEGER NOT NULL DEFAULT 0
 );
 """
-PG_DDL = f"""
-CREATE TABLE IF NOT EXISTS {{table}} (
+PG_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     time TEXT NOT NULL, tenant TEXT, token_id TEXT, token_label TEXT, method TEXT NOT NULL,
     path TEXT NOT NULL, query TEXT, status INTEGER NOT NULL, scim_type TEXT, detail TEXT,

@@ -74,8 +74,8 @@ class Sessions:
     def _ensure_tables(self) -> None:
         if self._tables:
             return
-        for ddl in (f"CREATE TABLE IF NOT EXISTS {{k}} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-                    f"CREATE TABLE IF NOT EXISTS {{e}} (session_id TEXT PRIMARY KEY, until TEXT NOT NULL)"):
+        for ddl in ("CREATE TABLE IF NOT EXISTS {k} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                    "CREATE TABLE IF NOT EXISTS {e} (session_id TEXT PRIMARY KEY, until TEXT NOT NULL)"):
             try:
                 self.store.execute(ddl.replace("{k}", self._table(KEY_TABLE)).replace("{e}", self._table(ENDED_TABLE)))
             except Exception as error:  # noqa: BLE001 - two nodes creating it at once
