@@ -44,6 +44,7 @@ WAIT = 0.5  # seconds between turns with no feed to deliver
 PAUSE = 1.0  # seconds a feed waits after store trouble before it reads the log again
 AHEAD = 16  # changes of a feed whose SETs are signed at a time
 AHEAD_AGE = 10.0  # seconds a SET signed ahead may wait to be sent (its iat), else it is signed again
+FINISH = 1.0  # seconds a stopping loop gives the POSTs in flight for their answers
 _POKES = "pokes"  # the selector's mark of the pipe other processes poke
 _NOTICES = "notices"  # and of the connection PostgreSQL tells of other nodes' saves on
 
@@ -152,6 +153,7 @@ class DeliveryLoop:
                     worker.stopping.wait(PAUSE)
                     turn_at = 0.0
         finally:
+            self._finish()
             for delivery in list(worker.deliveries.values()):
                 self._let_go(delivery)
             selector.close()
@@ -188,6 +190,27 @@ class DeliveryLoop:
         pause = self._sent_at + GATHER - time.monotonic()
         if pause > 0:
             time.sleep(pause)
+
+    def _finish(self) -> None:
+        """Stopping: the POSTs in flight get up to ``FINISH`` seconds for their answers,
+        so that a SET its receiver took counts as delivered and a clean stop sends nothing
+        twice (a receiver's 202 could already be waiting, unread, when the stop came)."""
+        for fd in (self.worker.pokes, self._notices_fd):
+            if fd is not None:
+                self.selector.unregister(fd)
+        self._notices_fd = None
+        deadline = time.monotonic() + FINISH
+        try:
+            while (left := deadline - time.monotonic()) > 0 and any(
+                    d.connection is not None and d.connection.busy for d in self._registered):
+                for key, _ in self.selector.select(left):
+                    if key.data is None:
+                        self._drain(self._wake_r)
+                    else:
+                        self._ready(key.data)
+                        self._register(key.data)  # answered or failed: nothing more to watch
+        except Exception:  # noqa: BLE001 - what is not answered now is sent again by the next holder
+            log.warning("push: could not wait for the answers in flight", exc_info=True)
 
     @staticmethod
     def _drain(fd: int) -> None:
