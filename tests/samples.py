@@ -15,6 +15,8 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+# The cause of an operator's command in the default tenant, as the ledger records it.
+OPERATOR_CAUSE = {"tenant": "default", "actor": "operator", "actor_label": "test", "request_id": None, "method": "POST"}
 
 # The user Entra ID creates (shared/entra-scim.md §3).
 ENTRA_CREATE = {

@@ -8,14 +8,14 @@ import time
 
 import adapters.push
 from adapters.push import PushWorker
-
-OPERATOR = {"tenant": "default", "actor": "operator", "actor_label": "test", "request_id": None, "method": "POST"}
+from tests.samples import OPERATOR_CAUSE
 
 
 def test_every_push_feed_is_leased_before_the_supervisors_first_pause(sqlite_runtime, monkeypatch):
     monkeypatch.setattr(adapters.push, "SAVE", 3600.0)  # a first pause the test would not outlive
     feeds = sqlite_runtime.feeds
-    ids = [feeds.create("default", f"push {i}", OPERATOR, push_url=f"http://127.0.0.1:9/{i}")["id"] for i in range(3)]
+    ids = [feeds.create("default", f"push {i}", OPERATOR_CAUSE, push_url=f"http://127.0.0.1:9/{i}")["id"]
+           for i in range(3)]
     worker = PushWorker(feeds).start()
     try:
         deadline = time.monotonic() + 30

@@ -18,11 +18,10 @@ from adapters.bootstrap import Runtime
 from adapters.push import PushWorker
 from tests.conftest import PG_URL, node_settings
 from tests.e2e.set_receiver import Receiver, wait_for
-from tests.samples import ENTRA_CREATE
+from tests.samples import ENTRA_CREATE, OPERATOR_CAUSE
 
 pytestmark = pytest.mark.postgres
 
-OPERATOR = {"tenant": "default", "actor": "operator", "actor_label": "test", "request_id": None, "method": "POST"}
 HOUR = 3600.0
 
 
@@ -44,7 +43,7 @@ def deaf_loop(monkeypatch):
 
 
 def provision(node, user_name: str) -> None:
-    cause = {**OPERATOR, "request_id": user_name}
+    cause = {**OPERATOR_CAUSE, "request_id": user_name}
     node.ledger.provision_user("default", {**ENTRA_CREATE, "userName": user_name}, cause)
 
 
@@ -57,7 +56,7 @@ def listening_backends() -> list[int]:
 def test_a_change_saved_on_another_node_is_delivered_on_its_notice(two_nodes, deaf_loop):
     a, b = two_nodes
     receiver = Receiver(0).start()
-    a.feeds.create("default", "push", OPERATOR, push_url=receiver.url)
+    a.feeds.create("default", "push", OPERATOR_CAUSE, push_url=receiver.url)
     worker = PushWorker(a.feeds, notices=a.event_store.log_notices()).start()
     try:
         wait_for(lambda: worker.deliveries, 30, "the feed's lease")
@@ -73,7 +72,7 @@ def test_the_loop_listens_again_after_its_connection_was_cut(two_nodes, deaf_loo
     monkeypatch.setattr(adapters.store.log_notices, "RETRY", 0.2)
     a, b = two_nodes
     receiver = Receiver(0).start()
-    a.feeds.create("default", "push", OPERATOR, push_url=receiver.url)
+    a.feeds.create("default", "push", OPERATOR_CAUSE, push_url=receiver.url)
     worker = PushWorker(a.feeds, notices=a.event_store.log_notices()).start()
     try:
         wait_for(lambda: worker.deliveries and listening_backends(), 30, "the feed's lease and the listener")

@@ -16,8 +16,7 @@ import orjson
 from adapters.feeds import new_jti
 from adapters.push import Delivery, PushWorker
 from domain.sets import PATCH, events_of, set_claims
-
-OPERATOR = {"tenant": "default", "actor": "operator", "actor_label": "test", "request_id": None, "method": "POST"}
+from tests.samples import OPERATOR_CAUSE
 
 
 def payload(token: bytes) -> bytes:
@@ -26,15 +25,15 @@ def payload(token: bytes) -> bytes:
 
 
 def provisioned(runtime, name: str) -> str:
-    runtime.ledger.ensure_tenant("default", OPERATOR)
+    runtime.ledger.ensure_tenant("default", OPERATOR_CAUSE)
     body = {"userName": name, "externalId": f"ext-{name}", "emails": [{"value": name, "primary": True}]}
     return runtime.ledger.provision_user("default", body,
-                                         {**OPERATOR, "request_id": f"create {name}"}).id
+                                         {**OPERATOR_CAUSE, "request_id": f"create {name}"}).id
 
 
 def test_a_set_is_its_claims_json_byte_for_byte_and_verifies_with_the_jwks(sqlite_runtime):
     feeds = sqlite_runtime.feeds
-    shown = feeds.create("default", "push", OPERATOR, push_url="http://127.0.0.1:9/", from_start=True)
+    shown = feeds.create("default", "push", OPERATOR_CAUSE, push_url="http://127.0.0.1:9/", from_start=True)
     provisioned(sqlite_runtime, "ann@example.org")
     feed = feeds.registry.get(shown["id"])
     changes, _ = feeds.log.changes(feed, 0, sqlite_runtime.event_store.head())
@@ -69,10 +68,11 @@ def test_jtis_are_new_each_time_and_differ_across_a_fork():
 
 def test_sets_signed_ahead_are_signed_again_once_an_erasure_is_known(sqlite_runtime):
     feeds = sqlite_runtime.feeds
-    shown = feeds.create("default", "push", OPERATOR, push_url="http://127.0.0.1:9/", mode="full", from_start=True)
+    shown = feeds.create("default", "push", OPERATOR_CAUSE, push_url="http://127.0.0.1:9/", mode="full",
+                         from_start=True)
     user = provisioned(sqlite_runtime, "eve@example.org")
     sqlite_runtime.ledger.patch_user("default", user, [{"op": "replace", "path": "title", "value": "CFO"}],
-                                     {**OPERATOR, "request_id": "patch", "method": "PATCH"})
+                                     {**OPERATOR_CAUSE, "request_id": "patch", "method": "PATCH"})
     worker = PushWorker(feeds)  # its threads not started: this test drives the loop's steps
     view = feeds.registry.get(shown["id"])
     delivery = worker.deliveries[view.id] = Delivery(view, feeds.store.state(view.id, view.start))
@@ -86,7 +86,7 @@ def test_sets_signed_ahead_are_signed_again_once_an_erasure_is_known(sqlite_runt
     worker.loop._signed.clear()
     delivery.moved(delivery.pop_change().end, delivered=1)  # the create answered 202
 
-    sqlite_runtime.ledger.erase_user(user, "request", OPERATOR)
+    sqlite_runtime.ledger.erase_user(user, "request", OPERATOR_CAUSE)
     feeds.registry.catch_up()  # as the loop's next look at the log does
     worker.loop._next(delivery, head, {})
     (_, patch), = worker.loop._signed

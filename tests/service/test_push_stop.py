@@ -7,19 +7,17 @@ from __future__ import annotations
 
 from adapters.push import PushWorker
 from tests.e2e.set_receiver import Receiver, wait_for
-from tests.samples import ENTRA_CREATE
-
-OPERATOR = {"tenant": "default", "actor": "operator", "actor_label": "test", "request_id": None, "method": "POST"}
+from tests.samples import ENTRA_CREATE, OPERATOR_CAUSE
 
 
 def test_a_stop_while_a_post_is_in_flight_saves_its_answer(sqlite_runtime):
     feeds = sqlite_runtime.feeds
     receiver = Receiver(0, mode="slow", delay=0.5).start()
-    feed = feeds.create("default", "push", OPERATOR, push_url=receiver.url)
+    feed = feeds.create("default", "push", OPERATOR_CAUSE, push_url=receiver.url)
     worker = PushWorker(feeds).start()
     try:
         wait_for(lambda: worker.deliveries, 30, "the feed's lease")
-        cause = {**OPERATOR, "request_id": "r1"}
+        cause = {**OPERATOR_CAUSE, "request_id": "r1"}
         sqlite_runtime.ledger.provision_user("default", {**ENTRA_CREATE, "userName": "stop@x.example"}, cause)
         worker.poke()
         wait_for(lambda: receiver.attempts, 10, "the POST to reach the receiver")

@@ -10,16 +10,14 @@ import time
 import adapters.push_loop
 from adapters.push import PushWorker
 from tests.e2e.set_receiver import Receiver, wait_for
-from tests.samples import ENTRA_CREATE
-
-OPERATOR = {"tenant": "default", "actor": "operator", "actor_label": "test", "request_id": None, "method": "POST"}
+from tests.samples import ENTRA_CREATE, OPERATOR_CAUSE
 
 
 def test_a_quiet_loop_reads_the_head_seldom_and_still_sees_an_unpoked_change(sqlite_runtime, monkeypatch):
     monkeypatch.setattr(adapters.push_loop, "QUIET", 0.3)
     feeds = sqlite_runtime.feeds
     receiver = Receiver(0).start()
-    feeds.create("default", "push", OPERATOR, push_url=receiver.url)
+    feeds.create("default", "push", OPERATOR_CAUSE, push_url=receiver.url)
     reads = []
     head = feeds.head
     monkeypatch.setattr(feeds, "head", lambda: reads.append(time.monotonic()) or head())
@@ -32,7 +30,7 @@ def test_a_quiet_loop_reads_the_head_seldom_and_still_sees_an_unpoked_change(sql
         quiet_reads = [t for t in reads if t >= quiet_from]
         assert len(quiet_reads) <= 8, len(quiet_reads)  # (WATCH alone: about 50)
 
-        cause = {**OPERATOR, "method": "POST", "request_id": "r1"}
+        cause = {**OPERATOR_CAUSE, "method": "POST", "request_id": "r1"}
         sqlite_runtime.ledger.provision_user("default", {**ENTRA_CREATE, "userName": "quiet@x.example"}, cause)
         wait_for(lambda: receiver.received, 10, "the SET of a change recorded after a quiet spell")
         moving_from = time.monotonic()
